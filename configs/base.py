@@ -1,0 +1,84 @@
+"""Every config key of `lm`, with its default and one comment each.
+
+Experiment files in this folder start from `base.get_config()` and change what they need; `lm.config.validate` checks
+any config against this one (no unknown keys, no wrong types), so a key exists here or nowhere.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the base config (a small GPT on the embedded corpus)."""
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds parameter init, dropout and data order
+  c.num_train_steps = 1000  # optimizer updates in the whole run
+  c.batch_size = 32  # GLOBAL batch size in sequences (all processes and devices together)
+  c.seq_len = 256  # tokens per training sequence (<= model.max_len)
+  c.grad_accum_steps = 1  # microbatches per optimizer update (batch_size must divide by it)
+  c.log_every_steps = 10  # train metrics + progress line every N steps
+  c.eval_every_steps = 100  # eval loss/perplexity every N steps (and at the end); 0 = only at the end
+  c.eval_steps = 8  # eval batches per evaluation (the same batches every time)
+  c.checkpoint_every_steps = 200  # orbax checkpoint every N steps (and at the end)
+  c.keep_checkpoints = 3  # keep the last K checkpoints
+  c.async_checkpoints = True  # write checkpoints in a background thread
+  c.init_from = ''  # workdir of a pretrained run to initialise from ('' = from scratch)
+  c.objectives = ml_collections.ConfigDict({'clm': 1.0})  # objective name -> loss weight (see lm/objectives.py)
+  c.num_samples = 0  # text samples generated from the final model at the end of training
+  c.sample_max_new_tokens = 64  # length of each end-of-training sample
+  c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
+
+  c.model = m = ml_collections.ConfigDict()
+  m.type = 'gpt'  # model family: 'gpt' (decoder)
+  m.num_layers = 4  # transformer blocks
+  m.num_heads = 4  # attention heads
+  m.d_model = 256  # hidden size
+  m.d_ff = 1024  # MLP hidden size
+  m.vocab_size = 8192  # tokenizer (and embedding) vocabulary size
+  m.max_len = 1024  # maximum sequence length (size of the learned position table)
+  m.position = 'learned'  # position encoding: 'learned' (GPT-2) or 'rope'
+  m.rope_theta = 10000.0  # RoPE base frequency (position='rope' only)
+  m.dropout = 0.0  # dropout rate on embeddings, attention output and MLP output
+  m.layer_norm_eps = 1e-5  # LayerNorm epsilon
+  m.tie_embeddings = True  # output projection shares the token embedding matrix
+  m.dtype = 'float32'  # activation / compute dtype ('float32' or 'bfloat16')
+  m.param_dtype = 'float32'  # parameter storage dtype
+  m.attention_impl = 'xla'  # jax.nn.dot_product_attention implementation: 'xla', 'cudnn' or 'auto'
+  m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
+  m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
+
+  c.data = d = ml_collections.ConfigDict()
+  d.source = 'embedded'  # 'embedded' (stdlib sources + pydoc topics), 'text', 'jsonl' or 'tfds'
+  d.path = ''  # file or glob for 'text' / 'jsonl' (comma-separated for several)
+  d.text_key = 'text'  # field holding the text in 'jsonl' records and tfds examples
+  d.tfds_name = ''  # tfds dataset name for source='tfds', e.g. 'lm1b' or 'wikipedia/20230601.en'
+  d.tfds_data_dir = ''  # tfds data_dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
+  d.train_split = 'train'  # tfds split used for training
+  d.eval_split = 'test'  # tfds split used for eval ('' = hold out eval_fraction of train documents)
+  d.eval_fraction = 0.05  # fraction of documents held out for eval when the source has no eval split
+  d.max_documents = 0  # use only the first N documents of each split (0 = all)
+  d.packing = 'packed'  # 'packed': no attention across documents (segment ids); 'concat': plain concatenation
+  d.shuffle = True  # shuffle training sequences (reshuffled every epoch, deterministic in seed)
+  d.cache_dir = ''  # tokenizer + token cache ('' = $LM_CACHE_DIR or ~/.cache/lm)
+  d.tokenizer = ''  # path to an existing SentencePiece .model ('' = train one on the training split)
+  d.tokenizer_type = 'bpe'  # SentencePiece model type when training one: 'bpe' or 'unigram'
+  d.tokenizer_sentences = 300000  # lines sampled from the corpus to train the tokenizer
+  d.num_threads = 2  # grain read threads per process
+  d.prefetch = 4  # batches prefetched per process
+
+  c.optimizer = o = ml_collections.ConfigDict()
+  o.name = 'adamw'  # optimizer: 'adamw'
+  o.learning_rate = 1e-3  # peak learning rate
+  o.schedule = 'cosine'  # after warmup: 'cosine', 'linear' (to min) or 'constant'
+  o.warmup_steps = 100  # linear warmup from 0 to the peak
+  o.min_lr_ratio = 0.1  # final learning rate as a fraction of the peak (cosine / linear)
+  o.b1 = 0.9  # Adam beta1
+  o.b2 = 0.95  # Adam beta2
+  o.eps = 1e-8  # Adam epsilon
+  o.weight_decay = 0.1  # decoupled weight decay; applied to kernels only (not biases, norms, embeddings)
+  o.grad_clip_norm = 1.0  # clip gradients to this global norm (0 = off)
+
+  c.mesh = ms = ml_collections.ConfigDict()
+  ms.data = -1  # data-parallel axis size (-1 = all devices left over)
+  ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
+  ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)
+  return c

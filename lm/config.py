@@ -1,0 +1,129 @@
+"""Config validation: every bad value is rejected before any compile, with one line naming the key and the fix."""
+import os
+
+import ml_collections
+
+from configs import base
+
+CHOICES = {
+    'model.type': ('gpt',),
+    'model.position': ('learned', 'rope'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.param_dtype': ('float32', 'bfloat16'),
+    'model.attention_impl': ('xla', 'cudnn', 'auto'),
+    'model.remat': ('none', 'full', 'dots'),
+    'data.source': ('embedded', 'text', 'jsonl', 'tfds'),
+    'data.packing': ('packed', 'concat'),
+    'data.tokenizer_type': ('bpe', 'unigram'),
+    'optimizer.name': ('adamw',),
+    'optimizer.schedule': ('cosine', 'linear', 'constant'),
+}
+POSITIVE = ('num_train_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps', 'eval_steps',
+            'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers', 'model.num_heads', 'model.d_model',
+            'model.d_ff', 'model.vocab_size', 'model.max_len', 'data.tokenizer_sentences', 'data.num_threads')
+NON_NEGATIVE = ('eval_every_steps', 'num_samples', 'sample_max_new_tokens', 'sample_temperature', 'data.max_documents',
+                'data.prefetch', 'optimizer.learning_rate', 'optimizer.warmup_steps', 'optimizer.weight_decay',
+                'optimizer.grad_clip_norm', 'optimizer.eps')
+FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and the fix."""
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
+
+
+def _check_keys_and_types(config, reference, prefix=''):
+  """Every key of `config` exists in the base config with the same type (an int may stand for a float)."""
+  for key, value in config.items():
+    name = prefix + key
+    if key not in reference:
+      raise ConfigError(f'{name}: unknown config key; see configs/base.py for the keys that exist')
+    ref = reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(f'{name}: must be a sub-config like in configs/base.py, got {type(value).__name__}')
+      if name not in FREE_FORM:
+        _check_keys_and_types(value, ref, name + '.')
+      continue
+    ok = isinstance(value, type(ref)) and not (isinstance(value, bool) and not isinstance(ref, bool))
+    ok = ok or (isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+      raise ConfigError(f'{name}: expected {type(ref).__name__}, got {value!r} ({type(value).__name__})')
+
+
+def _check_values(config):
+  for key, allowed in CHOICES.items():
+    if _get(config, key) not in allowed:
+      raise ConfigError(f'{key}={_get(config, key)!r} is not one of {allowed}')
+  for key in POSITIVE:
+    if _get(config, key) <= 0:
+      raise ConfigError(f'{key}={_get(config, key)} must be > 0')
+  for key in NON_NEGATIVE:
+    if _get(config, key) < 0:
+      raise ConfigError(f'{key}={_get(config, key)} must be >= 0')
+  if not 0.0 <= config.model.dropout < 1.0:
+    raise ConfigError(f'model.dropout={config.model.dropout} must be in [0, 1)')
+  if not 0.0 <= config.data.eval_fraction < 1.0:
+    raise ConfigError(f'data.eval_fraction={config.data.eval_fraction} must be in [0, 1)')
+
+
+def _check_model(config):
+  m = config.model
+  if m.d_model % m.num_heads:
+    raise ConfigError(f'model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}')
+  if m.position == 'rope' and (m.d_model // m.num_heads) % 2:
+    raise ConfigError(f'model.position=rope needs an even head size, got d_model/num_heads={m.d_model // m.num_heads}')
+  if config.seq_len > m.max_len:
+    raise ConfigError(f'seq_len={config.seq_len} exceeds model.max_len={m.max_len}; lower seq_len or raise max_len')
+
+
+def _check_data_and_objectives(config):
+  from lm import objectives  # local: objectives imports jax, which validation of plain fields does not need
+  d = config.data
+  if d.source in ('text', 'jsonl') and not d.path:
+    raise ConfigError(f'data.path is empty but data.source={d.source!r} needs it; set --config.data.path=FILES')
+  if d.source == 'tfds' and not d.tfds_name:
+    raise ConfigError("data.tfds_name is empty but data.source='tfds' needs it, e.g. --config.data.tfds_name=lm1b")
+  if d.tokenizer and not os.path.isfile(d.tokenizer):
+    raise ConfigError(f'data.tokenizer: no file at {d.tokenizer!r}; give a SentencePiece .model or leave it empty')
+  if not config.objectives:
+    raise ConfigError('objectives: empty; name at least one, e.g. --config.objectives.clm=1.0')
+  for name, weight in config.objectives.items():
+    if name not in objectives.OBJECTIVES:
+      raise ConfigError(f'objectives.{name}: unknown objective; choose from {sorted(objectives.OBJECTIVES)}')
+    if not isinstance(weight, (int, float)) or weight < 0:
+      raise ConfigError(f'objectives.{name}={weight!r} must be a weight >= 0')
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise ConfigError(f'init_from: no workdir at {config.init_from!r}; give the workdir of a finished run')
+
+
+def _check_parallelism(config, num_devices: int, process_count: int):
+  from lm import sharding
+  shape = sharding.mesh_shape(config.mesh, num_devices)
+  dp = shape[0] * shape[1]
+  accum = config.grad_accum_steps
+  if config.batch_size % accum:
+    raise ConfigError(f'batch_size={config.batch_size} is not divisible by grad_accum_steps={accum}')
+  if (config.batch_size // accum) % dp:
+    raise ConfigError(f'batch_size={config.batch_size} (/ grad_accum_steps={accum}) is not divisible by the '
+                      f'data-parallel size {dp} (mesh.data*mesh.fsdp); use a multiple of {dp * accum}')
+  if config.batch_size % process_count:
+    raise ConfigError(f'batch_size={config.batch_size} is not divisible by the process count {process_count}')
+  if config.model.num_heads % shape[2] or config.model.d_ff % shape[2]:
+    raise ConfigError(f'mesh.tensor={shape[2]} must divide model.num_heads and model.d_ff')
+
+
+def validate(config, num_devices: int | None = None, process_count: int | None = None):
+  """Raises ConfigError (one line: key, value, fix) for any config that cannot run; returns None otherwise."""
+  _check_keys_and_types(config, base.get_config())
+  _check_values(config)
+  _check_model(config)
+  _check_data_and_objectives(config)
+  if num_devices is not None:
+    _check_parallelism(config, num_devices, process_count or 1)

@@ -1,0 +1,124 @@
+"""From config to batches: tokenize each split once (cached), pack into rows, and iterate with grain.
+
+  tokenizer, train_rows, eval_rows = pipeline.prepare(config)
+  it = pipeline.train_iterator(config, train_rows)       # grain DatasetIterator: next(it), get_state/set_state
+  eval_batches = pipeline.eval_batches(config, eval_rows)  # the same list every evaluation
+
+Each batch is a dict of numpy arrays (see `packing.PackedSequences`) whose leading dimension is this process's
+share of config.batch_size.
+"""
+import hashlib
+import pathlib
+
+from absl import logging
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from lm.data import cache
+from lm.data import packing
+from lm.data import sources
+from lm.data import tokenizer as tokenizer_lib
+from lm.data.errors import DataError
+
+_ENCODE_CHUNK = 1024  # documents encoded per call while tokenizing a split
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+  return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def _write_tokens(tokenizer: tokenizer_lib.Tokenizer, documents: sources.Documents, bin_path: pathlib.Path,
+                  starts_path: pathlib.Path) -> None:
+  """Encodes every document (each followed by eos) into a raw token file plus the document start offsets."""
+  dtype = _token_dtype(tokenizer.vocab_size)
+  starts, total = [], 0
+  with cache.atomic_output(bin_path) as tmp_bin:
+    with open(tmp_bin, 'wb') as f:
+      for chunk_start in range(0, len(documents), _ENCODE_CHUNK):
+        texts = documents[chunk_start:chunk_start + _ENCODE_CHUNK]
+        for ids in tokenizer.encode_batch(texts):
+          ids.append(tokenizer.eos_id)
+          starts.append(total)
+          total += len(ids)
+          f.write(np.asarray(ids, dtype).tobytes())
+  # The starts file is written last: its presence means the entry is complete.
+  with cache.atomic_output(starts_path) as tmp_starts:
+    with open(tmp_starts, 'wb') as f:
+      np.save(f, np.asarray(starts, np.int64))
+
+
+def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
+               documents: sources.Documents, directory: pathlib.Path, split: str) -> packing.PackedSequences:
+  """Tokenizes `documents` into `directory` unless already there, and returns their rows."""
+  bin_path, starts_path = directory / f'{split}.bin', directory / f'{split}_doc_starts.npy'
+  if not (starts_path.is_file() and bin_path.is_file()):
+    logging.info('Tokenizing %d %s documents -> %s', len(documents), split, bin_path)
+    _write_tokens(tokenizer, documents, bin_path, starts_path)
+  doc_starts = np.load(starts_path)
+  dtype = _token_dtype(tokenizer.vocab_size)
+  num_tokens = bin_path.stat().st_size // dtype.itemsize
+  if num_tokens < config.seq_len + 1:
+    raise DataError(f'data: the {split} split has {num_tokens} tokens ({len(documents)} documents), fewer than one '
+                    f'row of seq_len+1={config.seq_len + 1}; lower --config.seq_len or give the split more data '
+                    '(data.eval_fraction, data.max_documents, data.path)')
+  tokens = np.memmap(bin_path, dtype=dtype, mode='r', shape=(num_tokens,))
+  return packing.PackedSequences(tokens, doc_starts, config.seq_len, config.data.packing)
+
+
+def prepare(config: ml_collections.ConfigDict
+            ) -> tuple[tokenizer_lib.Tokenizer, packing.PackedSequences, packing.PackedSequences]:
+  """Returns (tokenizer, train rows, eval rows), tokenizing each split once into the cache.
+
+  Cache entry: `<cache>/tokens/<key>/{train,eval}.bin` (raw uint16, or uint32 for vocabularies over 65536) and
+  `{train,eval}_doc_starts.npy`; key = sha256 of both splits' document fingerprints and the tokenizer model.
+  """
+  train_docs = sources.get_documents(config.data, 'train')
+  eval_docs = sources.get_documents(config.data, 'eval')
+  tokenizer = tokenizer_lib.get_tokenizer(config, train_docs)
+  key = hashlib.sha256(f'{train_docs.fingerprint}/{eval_docs.fingerprint}/{tokenizer.fingerprint}'.encode())
+  directory = cache.cache_dir(config.data) / 'tokens' / key.hexdigest()
+  train_rows = _load_rows(config, tokenizer, train_docs, directory, 'train')
+  eval_rows = _load_rows(config, tokenizer, eval_docs, directory, 'eval')
+  return tokenizer, train_rows, eval_rows
+
+
+def _local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> int:
+  if config.batch_size % process_count:
+    raise DataError(f'batch_size: {config.batch_size} does not divide by the {process_count} processes; set '
+                    f'--config.batch_size to a multiple of {process_count}')
+  return config.batch_size // process_count
+
+
+def train_iterator(config: ml_collections.ConfigDict, rows: packing.PackedSequences,
+                   process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
+  """An endless iterator over this process's training batches; checkpoint it with get_state()/set_state().
+
+  Rows are shuffled (if data.shuffle) with config.seed and reshuffled every epoch; global step s takes rows
+  s*B .. s*B+B-1 of that order (B = batch_size) and process p gets every process_count-th of them, so the
+  processes' batches of a step are disjoint and together are the one-process batch.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  local_batch = _local_batch_size(config, process_count)
+  ds = grain.MapDataset.source(rows)
+  if config.data.shuffle:
+    ds = ds.shuffle(seed=config.seed)
+  ds = ds.repeat(None)[process_index::process_count].batch(local_batch, drop_remainder=True)
+  options = grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)
+  return iter(ds.to_iter_dataset(options))
+
+
+def eval_batches(config: ml_collections.ConfigDict, rows: packing.PackedSequences,
+                 process_index: int | None = None, process_count: int | None = None) -> list[dict[str, np.ndarray]]:
+  """The first config.eval_steps batches of the eval rows in order (wrapping around a small split).
+
+  Sliced across processes like `train_iterator`; the same list every call, so evaluations are comparable.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  local_batch = _local_batch_size(config, process_count)
+  ds = grain.MapDataset.source(rows).repeat(None)[process_index::process_count]
+  ds = ds.batch(local_batch, drop_remainder=True)
+  return [ds[step] for step in range(config.eval_steps)]

@@ -1,0 +1,220 @@
+"""Document sources: the embedded corpus, text files, jsonl files and tfds datasets.
+
+`get_documents(data_cfg, split)` returns the documents of the 'train' or 'eval' split as a random-access sequence
+of strings with a `fingerprint` that changes when the data (or the split selection) changes. A source without an
+eval split of its own gives each document to eval iff a stable hash of its id falls under data.eval_fraction, so
+the split is by document and the same on every machine and run.
+"""
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import pathlib
+import sysconfig
+from collections.abc import Callable, Sequence
+
+import ml_collections
+
+from lm.data.errors import DataError
+
+SPLITS = ('train', 'eval')
+_SKIPPED_DIRS = frozenset({'site-packages', 'test', 'tests', 'idle_test'})
+# The pydoc topics are added one document per topic; their module too would copy eval topics into train.
+_SKIPPED_FILES = frozenset({os.path.join('pydoc_data', 'topics.py')})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Raw:
+  """All documents a source offers for one split request, before train/eval selection and capping."""
+  size: int
+  doc_id: Callable[[int], str]  # stable id of document i (relative path, path:line, index)
+  text: Callable[[int], str]
+  fingerprint: str
+  held_out: bool  # True: eval documents must be carved out of these by hash
+
+
+class Documents(Sequence[str]):
+  """Random-access documents of one split: `len(docs)`, `docs[i] -> str`, `docs.fingerprint`."""
+
+  def __init__(self, raw: _Raw, indices: Sequence[int], fingerprint: str):
+    self._raw = raw
+    self._indices = indices
+    self.fingerprint = fingerprint
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    return self._raw.text(self._indices[i])
+
+  def doc_id(self, i: int) -> str:
+    """The stable id (relative path, path:line or index) of document i."""
+    return self._raw.doc_id(self._indices[i])
+
+
+def _sha256(*parts) -> str:
+  h = hashlib.sha256()
+  for part in parts:
+    h.update(part if isinstance(part, bytes) else str(part).encode())
+    h.update(b'\0')
+  return h.hexdigest()
+
+
+def _list_raw(ids: list[str], texts: list[str], fingerprint: str) -> _Raw:
+  return _Raw(len(ids), ids.__getitem__, texts.__getitem__, fingerprint, held_out=True)
+
+
+def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """The standard library's own .py files (no tests, no site-packages) plus the pydoc topics, ~12 MB."""
+  del data_cfg, split
+  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  root = sysconfig.get_paths()['stdlib']
+  ids, texts = [], []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
+    rel = os.path.relpath(dirpath, root)
+    ids += [os.path.normpath(os.path.join(rel, f)) for f in filenames if f.endswith('.py')]
+  ids = sorted(set(ids) - _SKIPPED_FILES)
+  for rel in ids:
+    texts.append(pathlib.Path(root, rel).read_text(encoding='utf-8', errors='replace'))
+  for key in sorted(pydoc_data.topics.topics):
+    ids.append(f'pydoc_data.topics:{key}')
+    texts.append(pydoc_data.topics.topics[key])
+  return _list_raw(ids, texts, _sha256('embedded', *ids, *texts))
+
+
+def _expand_paths(data_cfg: ml_collections.ConfigDict, kind: str) -> list[str]:
+  """Files matched by the comma-separated globs in data.path, in order, each once."""
+  patterns = [p.strip() for p in data_cfg.path.split(',') if p.strip()]
+  if not patterns:
+    raise DataError(f"data.path is empty; set --config.data.path to {kind} files (globs, comma-separated)")
+  paths = []
+  for pattern in patterns:
+    matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+    if not matches:
+      raise DataError(f"data.path: no file matches {pattern!r}; set --config.data.path to existing {kind} files")
+    paths += [p for p in matches if p not in paths]
+  return paths
+
+
+def _files_fingerprint(kind: str, paths: list[str], *extra) -> str:
+  stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+  return _sha256(kind, *extra, *stats)
+
+
+def _text(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """One document per file; files are read when a document is asked for."""
+  del split
+  paths = _expand_paths(data_cfg, 'text')
+  read = lambda i: pathlib.Path(paths[i]).read_text(encoding='utf-8', errors='replace')
+  return _Raw(len(paths), paths.__getitem__, read, _files_fingerprint('text', paths), held_out=True)
+
+
+def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """One document per non-blank line (a JSON object) of each file; the text is field data.text_key."""
+  del split
+  paths = _expand_paths(data_cfg, 'jsonl')
+  key = data_cfg.text_key
+  ids, texts = [], []
+  for path in paths:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      for line_no, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise DataError(f'data.path: {path}:{line_no} is not valid JSON ({e.msg}); fix or remove that line') from e
+        if not isinstance(record, dict) or key not in record:
+          fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+          raise DataError(f'data.text_key: {path}:{line_no} has no field {key!r} (has {fields}); '
+                          'set --config.data.text_key to the text field')
+        ids.append(f'{path}:{line_no}')
+        texts.append(str(record[key]))
+  return _list_raw(ids, texts, _files_fingerprint('jsonl', paths, key))
+
+
+def _tfds_source(data_cfg: ml_collections.ConfigDict, tfds_split: str):
+  """`tfds.data_source` without any download; every failure becomes a one-line DataError."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  name, data_dir = data_cfg.tfds_name, data_cfg.tfds_data_dir or None
+  if not name:
+    raise DataError("data.tfds_name is empty; set --config.data.tfds_name, e.g. 'lm1b'")
+  try:
+    return tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=False)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DataError(f'data.tfds_name: no tfds dataset named {name!r}; set --config.data.tfds_name to a '
+                    'registered dataset') from e
+  except Exception as e:  # pylint: disable=broad-except
+    builder = tfds.builder(name, data_dir=data_dir)
+    where = builder.data_dir
+    if not builder.is_prepared():
+      raise DataError(f'tfds dataset {name!r} (split {tfds_split}) is not prepared under {where}: on a machine '
+                      f'with internet run `tfds build {name} --data_dir=DIR` and copy DIR here, or set '
+                      '--config.data.tfds_data_dir') from e
+    raise DataError(f'tfds dataset {name!r} (split {tfds_split}) under {where} cannot be read by random access '
+                    f'({type(e).__name__}: {str(e).splitlines()[0]}); rebuild it with '
+                    '`tfds build --file_format=array_record` or fix data.train_split / data.eval_split') from e
+
+
+def _tfds(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """Examples of a prepared tfds dataset, read by random access; the text is field data.text_key."""
+  held_out = not data_cfg.eval_split
+  tfds_split = data_cfg.train_split if split == 'train' or held_out else data_cfg.eval_split
+  source = _tfds_source(data_cfg, tfds_split)
+  key = data_cfg.text_key
+
+  def text(i: int) -> str:
+    example = source[i]
+    if key not in example:
+      raise DataError(f'data.text_key: tfds {data_cfg.tfds_name!r} examples have no field {key!r} (have '
+                      f'{sorted(example)}); set --config.data.text_key')
+    value = example[key]
+    return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+  fingerprint = _sha256('tfds', data_cfg.tfds_name, tfds_split, key, len(source))
+  return _Raw(len(source), str, text, fingerprint, held_out=held_out)
+
+
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], _Raw]] = {
+    'embedded': _embedded,
+    'text': _text,
+    'jsonl': _jsonl,
+    'tfds': _tfds,
+}
+
+
+def is_eval_document(doc_id: str, eval_fraction: float) -> bool:
+  """True iff the document with this id is held out for eval (a stable sha256 hash, the same everywhere)."""
+  digest = hashlib.sha256(doc_id.encode()).digest()
+  return int.from_bytes(digest[:8], 'big') < eval_fraction * 2**64
+
+
+def _select(raw: _Raw, split: str, data_cfg: ml_collections.ConfigDict) -> Sequence[int]:
+  """Indices of this split's documents, capped at data.max_documents (0 = all)."""
+  limit = data_cfg.max_documents if data_cfg.max_documents > 0 else raw.size
+  if not raw.held_out:
+    return range(min(limit, raw.size))
+  want_eval = split == 'eval'
+  indices = []
+  for i in range(raw.size):
+    if len(indices) >= limit:
+      break
+    if is_eval_document(raw.doc_id(i), data_cfg.eval_fraction) == want_eval:
+      indices.append(i)
+  return indices
+
+
+def get_documents(data_cfg: ml_collections.ConfigDict, split: str) -> Documents:
+  """Returns the documents of `split` ('train' or 'eval') of source data.source."""
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+  if data_cfg.source not in SOURCES:
+    raise DataError(f'data.source: unknown source {data_cfg.source!r}; use one of {sorted(SOURCES)}')
+  raw = SOURCES[data_cfg.source](data_cfg, split)
+  indices = _select(raw, split, data_cfg)
+  selection = (split, data_cfg.eval_fraction if raw.held_out else '', data_cfg.max_documents)
+  return Documents(raw, indices, _sha256(raw.fingerprint, *selection, len(indices)))

@@ -1,0 +1,168 @@
+"""SentencePiece tokenizer: the special tokens, loading, and training (cached) on the training split.
+
+The training settings below make `decode(encode(x)) == x` for any text, code included: no normalization, whitespace
+kept as is, and bytes for whatever the vocabulary lacks.
+"""
+import hashlib
+import io
+import json
+import os
+import pathlib
+
+from absl import logging
+import ml_collections
+import sentencepiece as spm
+
+from lm.data import cache
+from lm.data import sources
+from lm.data.errors import DataError
+
+# The special tokens, defined here and nowhere else.
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+PAD, UNK, BOS, EOS = '<pad>', '<unk>', '<s>', '</s>'
+MASK, CLS, SEP = '[MASK]', '[CLS]', '[SEP]'
+MASK_ID, CLS_ID, SEP_ID = 4, 5, 6
+_SPECIAL_PIECES = ((PAD_ID, PAD), (UNK_ID, UNK), (BOS_ID, BOS), (EOS_ID, EOS), (MASK_ID, MASK), (CLS_ID, CLS),
+                   (SEP_ID, SEP))
+
+# Fixed SentencePiece training settings (the config adds vocab_size, model_type and input_sentence_size).
+_TRAIN_SETTINGS = dict(
+    pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_piece=PAD, unk_piece=UNK, bos_piece=BOS,
+    eos_piece=EOS, user_defined_symbols=[MASK, CLS, SEP], byte_fallback=True, remove_extra_whitespaces=False,
+    normalization_rule_name='identity', allow_whitespace_only_pieces=True, split_digits=True,
+    shuffle_input_sentence=True, num_threads=2, minloglevel=2)
+_TRAIN_SEED = 0  # SentencePiece's sampling seed, fixed so every host trains the same tokenizer
+
+
+class Tokenizer:
+  """A SentencePiece model with lm's special tokens (pad 0, unk 1, bos 2, eos 3, [MASK] 4, [CLS] 5, [SEP] 6)."""
+
+  def __init__(self, model_proto: bytes, name: str = '<memory>'):
+    """Wraps a serialized SentencePiece model; `name` (its path) is used in error messages."""
+    self._proto = model_proto
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    found = tuple((self._sp.piece_to_id(piece), piece) for _, piece in _SPECIAL_PIECES)
+    if found != _SPECIAL_PIECES:
+      raise DataError(f'data.tokenizer: {name} has special tokens {found} but lm needs {_SPECIAL_PIECES}; '
+                      "set --config.data.tokenizer='' to train a compatible one")
+    self.fingerprint = hashlib.sha256(model_proto).hexdigest()
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> 'Tokenizer':
+    """Loads a SentencePiece .model file; DataError if it is missing or unreadable."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+      raise DataError(f'data.tokenizer: no file {str(path)!r}; set --config.data.tokenizer to a SentencePiece '
+                      "model, or to '' to train one")
+    try:
+      return cls(path.read_bytes(), name=str(path))
+    except RuntimeError as e:
+      raise DataError(f'data.tokenizer: {path} is not a SentencePiece model ({e}); point it at a .model file') from e
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the model file atomically (safe when several processes save the same path)."""
+    with cache.atomic_output(pathlib.Path(path).expanduser()) as tmp:
+      tmp.write_bytes(self._proto)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    return PAD_ID
+
+  @property
+  def unk_id(self) -> int:
+    return UNK_ID
+
+  @property
+  def bos_id(self) -> int:
+    return BOS_ID
+
+  @property
+  def eos_id(self) -> int:
+    return EOS_ID
+
+  @property
+  def mask_id(self) -> int:
+    return MASK_ID
+
+  @property
+  def cls_id(self) -> int:
+    return CLS_ID
+
+  @property
+  def sep_id(self) -> int:
+    return SEP_ID
+
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text`, without bos or eos."""
+    return self._sp.encode(text)
+
+  def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
+    """Token ids of each text, encoded in parallel (num_threads 0 = all cores)."""
+    return self._sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
+
+  def decode(self, ids) -> str:
+    """The text of `ids`, leaving out pad, bos and eos."""
+    return self._sp.decode([int(i) for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
+
+
+def _lines(documents: sources.Documents):
+  for i in range(len(documents)):
+    for line in documents[i].splitlines():
+      if line.strip():
+        yield line
+
+
+def train_tokenizer(documents: sources.Documents, settings: dict) -> Tokenizer:
+  """Trains SentencePiece on the non-blank lines of `documents` with `settings` (see `_settings`)."""
+  model = io.BytesIO()
+  spm.set_random_generator_seed(settings['seed'])
+  kwargs = {k: v for k, v in settings.items() if k != 'seed'}
+  try:
+    spm.SentencePieceTrainer.train(sentence_iterator=_lines(documents), model_writer=model, **kwargs)
+  except RuntimeError as e:
+    raise DataError(f'model.vocab_size: training a {kwargs["vocab_size"]}-piece tokenizer failed ({e}); lower '
+                    '--config.model.vocab_size, use more data, or set --config.data.tokenizer') from e
+  return Tokenizer(model.getvalue())
+
+
+def _settings(config: ml_collections.ConfigDict) -> dict:
+  return dict(_TRAIN_SETTINGS, vocab_size=config.model.vocab_size, model_type=config.data.tokenizer_type,
+              input_sentence_size=config.data.tokenizer_sentences, seed=_TRAIN_SEED)
+
+
+def tokenizer_path(config: ml_collections.ConfigDict, documents: sources.Documents) -> pathlib.Path:
+  """The cache path of the tokenizer trained on `documents` with this config's settings."""
+  key = json.dumps({'documents': documents.fingerprint, **_settings(config)}, sort_keys=True)
+  return cache.cache_dir(config.data) / 'tokenizers' / f'{hashlib.sha256(key.encode()).hexdigest()}.model'
+
+
+def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Documents | None = None) -> Tokenizer:
+  """Loads data.tokenizer, or trains one on the train split (`documents` if given) and caches it.
+
+  Raises DataError when the tokenizer's vocabulary size is not model.vocab_size.
+  """
+  data = config.data
+  if data.tokenizer:
+    tokenizer = Tokenizer.load(data.tokenizer)
+  else:
+    documents = sources.get_documents(data, 'train') if documents is None else documents
+    if not len(documents):
+      raise DataError(f'data: the train split of source {data.source!r} has no documents; check data.path / '
+                      'data.tfds_name / data.eval_fraction')
+    path = tokenizer_path(config, documents)
+    if path.is_file():
+      tokenizer = Tokenizer.load(path)
+    else:
+      logging.info('Training a %d-piece tokenizer on %d documents -> %s', config.model.vocab_size,
+                   len(documents), path)
+      tokenizer = train_tokenizer(documents, _settings(config))
+      tokenizer.save(path)
+  if tokenizer.vocab_size != config.model.vocab_size:
+    raise DataError(f'model.vocab_size is {config.model.vocab_size} but tokenizer {data.tokenizer or path} has '
+                    f'{tokenizer.vocab_size} pieces; set --config.model.vocab_size={tokenizer.vocab_size}')
+  return tokenizer

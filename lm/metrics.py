@@ -1,0 +1,151 @@
+"""Metric writers (clu TensorBoard + logging, and metrics.jsonl), FLOP counting, MFU and the progress line."""
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from clu import metric_writers
+
+# Peak dense bf16 FLOP/s per chip, from the vendors' spec sheets. Matched against `device.device_kind` (lowercase,
+# first substring hit). CPUs are measured instead (see `measured_cpu_flops`).
+PEAK_FLOPS = (
+    ('v6', 918e12), ('v5p', 459e12), ('v5 lite', 197e12), ('v5e', 197e12), ('v4', 275e12), ('v3', 123e12),
+    ('h200', 989e12), ('h100', 989e12), ('a100', 312e12), ('l4', 121e12), ('a10', 125e12),
+)
+
+
+def flops_per_token(model_cfg, seq_len: int, num_params: int) -> float:
+  """Training FLOPs per token, PaLM convention (Chowdhery et al. 2022, App. B): 6·N + 12·L·d·T.
+
+  N counts the parameters that take part in matmuls: all except a learned position table (a lookup). With tied
+  embeddings the token table counts once, as the output projection. The attention term counts the full score and
+  value matmuls (no causal discount), as PaLM and nanoGPT do. Forward + backward = 3x forward.
+  """
+  n = num_params - (model_cfg.max_len * model_cfg.d_model if model_cfg.position == 'learned' else 0)
+  return 6.0 * n + 12.0 * model_cfg.num_layers * model_cfg.d_model * seq_len
+
+
+@functools.cache
+def measured_cpu_flops(n: int = 1024, repeats: int = 8) -> float:
+  """FLOP/s of a jitted f32 n×n matmul on this CPU: the 'peak' MFU is relative to on a CPU."""
+  a = jnp.ones((n, n), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    matmul(a).block_until_ready()
+  return 2.0 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def peak_flops_per_device(device=None) -> float:
+  """Peak FLOP/s of one device: from PEAK_FLOPS for accelerators, measured for CPUs (0 if unknown)."""
+  device = device or jax.devices()[0]
+  if device.platform == 'cpu':
+    return measured_cpu_flops() / max(len(jax.local_devices()), 1)
+  kind = device.device_kind.lower()
+  return next((peak for key, peak in PEAK_FLOPS if key in kind), 0.0)
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """metrics.jsonl: one line per step, `{"step": int, "<split>/<name>": float, ...}` (scalars only).
+
+  Scalars of one step (train, eval, ...) are merged into one line, written when a later step arrives or on flush().
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._step, self._scalars = None, {}
+
+  def truncate_after(self, step: int):
+    """Drops lines of steps after `step` (written after the checkpoint a resume restarts from)."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)['step'] <= step]
+    if len(kept) != len(lines):
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(kept)
+      os.replace(self.path + '.tmp', self.path)
+
+  def write_scalars(self, step, scalars):
+    if self._step is not None and int(step) != self._step:
+      self.flush()
+    self._step = int(step)
+    self._scalars.update({k: float(v) for k, v in scalars.items()})
+
+  def flush(self):
+    if self._step is None:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': self._step, **self._scalars}) + '\n')
+    self._step, self._scalars = None, {}
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def close(self):
+    self.flush()
+
+
+def create_writer(workdir: str, resume_step: int) -> metric_writers.MetricWriter:
+  """TensorBoard + logging + metrics.jsonl on process 0; logging only elsewhere. Forgets steps > resume_step."""
+  if jax.process_index() != 0:
+    return metric_writers.create_default_writer(workdir, just_logging=True)
+  jsonl = JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))
+  jsonl.truncate_after(resume_step)
+  default = metric_writers.create_default_writer(workdir, asynchronous=False)
+  return metric_writers.MultiWriter([default, jsonl])
+
+
+class Progress:
+  """Formats the progress line: step, loss, tokens/s, MFU, steps/s and ETA since the last report."""
+
+  def __init__(self, num_train_steps: int, start_step: int, tokens_per_step: int, flops_per_step: float):
+    self.total, self.tokens_per_step, self.flops_per_step = num_train_steps, tokens_per_step, flops_per_step
+    self.peak = peak_flops_per_device() * jax.device_count()
+    self.last_step, self.last_time = start_step, time.perf_counter()
+
+  def update(self, step: int) -> dict:
+    """Throughput since the previous call: train/tokens_per_sec, train/steps_per_sec, train/mfu (%)."""
+    now = time.perf_counter()
+    steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    out = {'train/steps_per_sec': steps_per_sec, 'train/tokens_per_sec': steps_per_sec * self.tokens_per_step}
+    if self.peak:
+      out['train/mfu'] = 100.0 * steps_per_sec * self.flops_per_step / self.peak
+    return out
+
+  def line(self, step: int, loss: float, rates: dict) -> str:
+    eta = (self.total - step) / max(rates['train/steps_per_sec'], 1e-9)
+    mfu = f" | MFU {rates['train/mfu']:.1f}%" if 'train/mfu' in rates else ''
+    return (f'step {step:>{len(str(self.total))}}/{self.total} | loss {loss:.4f} | '
+            f"{rates['train/tokens_per_sec']:,.0f} tok/s{mfu} | {rates['train/steps_per_sec']:.2f} steps/s | "
+            f'ETA {_duration(eta)}')
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'

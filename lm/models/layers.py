@@ -1,0 +1,177 @@
+"""Transformer building blocks shared by every model: embeddings, norms, attention, MLP, blocks.
+
+Every parameter carries logical axis names (`batch`, `length`, `embed`, `mlp`, `heads`, `kv`, `vocab`, `layers`);
+`lm/sharding.py` maps them to mesh axes. Activations are constrained at block boundaries.
+"""
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATION_AXES = ('batch', 'length', 'embed')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static, hashable copy of `config.model` (see configs/base.py for each field)."""
+  num_layers: int
+  num_heads: int
+  d_model: int
+  d_ff: int
+  vocab_size: int
+  max_len: int
+  position: str = 'learned'
+  rope_theta: float = 10000.0
+  dropout: float = 0.0
+  layer_norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  dtype: str = 'float32'
+  param_dtype: str = 'float32'
+  attention_impl: str = 'xla'
+  remat: str = 'none'
+  scan_layers: bool = False
+  causal: bool = True
+
+  @classmethod
+  def from_config(cls, model_cfg, **overrides) -> 'ModelConfig':
+    """Builds it from an ml_collections `config.model`, ignoring keys that are not model-shape fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in model_cfg.items() if k in names}
+    values.update(overrides)
+    return cls(**values)
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+def logical_init(initializer, axes):
+  """Wraps an initializer so the parameter carries logical axis names."""
+  return nn.with_logical_partitioning(initializer, axes)
+
+
+def dense_init(std: float = 0.02):
+  return nn.initializers.normal(stddev=std)
+
+
+def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+  """LayerNorm with logically partitioned scale and bias."""
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+      scale_init=logical_init(nn.initializers.ones, ('embed',)), bias_init=logical_init(nn.initializers.zeros, ('embed',)))
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding (rotate-half form) of x [B, T, H, D] at integer positions [B, T]."""
+  half = x.shape[-1] // 2
+  freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, D/2]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention_mask(segment_ids: jax.Array | None) -> jax.Array | None:
+  """Boolean mask [B, 1, T, T]: a token attends only inside its own segment (document)."""
+  if segment_ids is None:
+    return None
+  return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None, :, :]
+
+
+class HeadsDense(nn.Module):
+  """Projection between [.., embed] and [.., heads, head_dim] with a 3-D kernel carrying logical names.
+
+  (nn.DenseGeneral initialises a flat 2-D kernel and reshapes it, which breaks 3-D logical names under a mesh.)
+  """
+  cfg: ModelConfig
+  to_heads: bool  # True: embed -> (heads, kv); False: (heads, kv) -> embed
+  init_std: float = 0.02
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    if self.to_heads:
+      shape, axes, bias_shape, bias_axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ('embed', 'heads', 'kv'), (
+          cfg.num_heads, cfg.head_dim), ('heads', 'kv')
+      equation = 'btd,dhk->bthk'
+    else:
+      shape, axes, bias_shape, bias_axes = (cfg.num_heads, cfg.head_dim, cfg.d_model), ('heads', 'kv', 'embed'), (
+          cfg.d_model,), ('embed',)
+      equation = 'bthk,hkd->btd'
+    kernel = self.param('kernel', logical_init(dense_init(self.init_std), axes), shape, cfg.param_dtype)
+    bias = self.param('bias', logical_init(nn.initializers.zeros, bias_axes), bias_shape, cfg.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.dtype)
+    return jnp.einsum(equation, x, kernel) + bias
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, mask, positions, deterministic: bool):
+    cfg = self.cfg
+    q, k, v = (HeadsDense(cfg, True, name=name)(x) for name in ('query', 'key', 'value'))
+    if cfg.position == 'rope':
+      q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+    impl = None if cfg.attention_impl == 'auto' else cfg.attention_impl
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal, implementation=impl)
+    out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
+    out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out)
+    return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward: dense -> GELU -> dense."""
+  cfg: ModelConfig
+  activation: Callable = nn.gelu
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    cfg = self.cfg
+    h = nn.Dense(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_in',
+                 kernel_init=logical_init(dense_init(), ('embed', 'mlp')),
+                 bias_init=logical_init(nn.initializers.zeros, ('mlp',)))(x)
+    h = nn.with_logical_constraint(self.activation(h), ('batch', 'length', 'mlp'))
+    out = nn.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_out',
+                   kernel_init=logical_init(dense_init(0.02 / (2 * cfg.num_layers) ** 0.5), ('mlp', 'embed')),
+                   bias_init=logical_init(nn.initializers.zeros, ('embed',)))(h)
+    return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+
+
+class PreLNBlock(nn.Module):
+  """x + attn(LN(x)), then + mlp(LN(x)). Signature (carry, mask, positions) -> (carry, None) for nn.scan."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, mask, positions):
+    x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+    h = Attention(self.cfg, name='attn')(layer_norm(self.cfg, 'ln_attn')(x), mask, positions, self.deterministic)
+    x = x + h
+    x = x + Mlp(self.cfg, name='mlp')(layer_norm(self.cfg, 'ln_mlp')(x), self.deterministic)
+    return nn.with_logical_constraint(x, ACTIVATION_AXES), None
+
+
+_REMAT_POLICIES = {
+    'full': None,
+    'dots': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def stack_blocks(block_cls, cfg: ModelConfig, deterministic: bool, x, mask, positions):
+  """Applies cfg.num_layers blocks, optionally rematerialised and/or scanned (one compiled block)."""
+  if cfg.remat != 'none':
+    block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    scanned = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+    x, _ = scanned(cfg, deterministic, name='blocks')(x, mask, positions)
+    return x
+  for i in range(cfg.num_layers):
+    x, _ = block_cls(cfg, deterministic, name=f'block_{i}')(x, mask, positions)
+  return x

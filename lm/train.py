@@ -1,0 +1,248 @@
+"""TrainState, the ONE train step (every objective), the eval step and the training loop."""
+import functools
+import json
+import math
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import parameter_overview
+from flax.training import train_state
+from jax.sharding import PartitionSpec as P
+
+from lm import checkpoint, metrics, models, objectives, optim, sampling, sharding
+from lm.data import pipeline
+
+
+class TrainState(train_state.TrainState):
+  """flax TrainState plus the base dropout rng (per-step keys are folded from it with the step)."""
+  rng: jax.Array
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or inf."""
+
+
+def model_inputs(batch: dict) -> tuple:
+  """The positional model arguments a batch carries."""
+  return batch['inputs'], batch['positions'], batch['segment_ids']
+
+
+def _objective_terms(logits, batch, denominators: dict, weights: dict):
+  """Weighted total loss and per-objective means (`<name>_loss`, `<name>_accuracy`, ...)."""
+  total, out = 0.0, {}
+  for name, weight in weights.items():
+    sums = objectives.OBJECTIVES[name].sums(logits, batch)
+    total += weight * sums['loss'] / denominators[name]
+    out.update({f'{name}_{key}': value / denominators[name] for key, value in sums.items()})
+  return total, out
+
+
+def _split_microbatches(x, accum: int):
+  """[B, ...] -> [accum, B/accum, ...], microbatch j = rows j, j+accum, ... so each stays spread over devices."""
+  x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+  return jax.lax.with_sharding_constraint(x, P(None, sharding.BATCH_AXES))
+
+
+def train_step(state: TrainState, batch: dict, *, weights: dict, accum: int, schedule):
+  """One optimizer update on a global batch (gradient accumulation over `accum` microbatches inside)."""
+  denominators = {name: objectives.OBJECTIVES[name].denominator(batch) for name in weights}
+  step_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params, micro, rng):
+    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+      logits = state.apply_fn({'params': params}, *model_inputs(micro), train=True, rngs={'dropout': rng})
+    return _objective_terms(logits, micro, denominators, weights)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if accum == 1:
+    (loss, terms), grads = grad_fn(state.params, batch, step_rng)
+  else:
+    micro = jax.tree.map(functools.partial(_split_microbatches, accum=accum), batch)
+
+    def body(carry, xs):
+      out = grad_fn(state.params, xs[0], jax.random.fold_in(step_rng, xs[1]))
+      return jax.tree.map(jnp.add, carry, out), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params, first, step_rng))
+    ((loss, terms), grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+  new_state = state.apply_gradients(grads=grads)
+  out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()},
+         'train/grad_norm': optax.global_norm(grads), 'train/param_norm': optax.global_norm(new_state.params),
+         'train/learning_rate': schedule(state.step)}
+  return new_state, out
+
+
+def eval_step(params, batch: dict, *, apply_fn, weights: dict) -> dict:
+  """Per-objective SUMS and denominators over one eval batch (accumulated on the host)."""
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    logits = apply_fn({'params': params}, *model_inputs(batch), train=False)
+  out = {}
+  for name in weights:
+    obj = objectives.OBJECTIVES[name]
+    out[name] = {**obj.sums(logits, batch), 'denominator': obj.denominator(batch)}
+  return out
+
+
+def evaluate(p_eval, params, eval_batches: list, weights: dict) -> dict:
+  """eval/<name>_loss, eval/<name>_accuracy..., eval/loss (weighted) and eval/perplexity (clm) over all batches."""
+  totals = None
+  for batch in eval_batches:
+    sums = p_eval(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  out, loss = {}, 0.0
+  for name, sums in totals.items():
+    out.update({f'eval/{name}_{k}': float(v / sums['denominator']) for k, v in sums.items() if k != 'denominator'})
+    loss += weights[name] * out[f'eval/{name}_loss']
+  out['eval/loss'] = loss
+  if 'clm' in totals:
+    out['eval/perplexity'] = math.exp(min(out['eval/clm_loss'], 80.0))
+  return out
+
+
+def abstract_state(config, model, tx, mesh):
+  """(abstract unboxed TrainState, its shardings, init fn): parameters are born sharded by the jitted init."""
+  def init(rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init({'params': params_rng}, jnp.zeros((1, config.seq_len), jnp.int32))
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx, rng=dropout_rng)
+
+  boxed = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+  shardings = sharding.logical_shardings(boxed, mesh)
+  init_fn = jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=shardings)
+  return nn.unbox(boxed), shardings, init_fn
+
+
+def _write_workdir_files(config, workdir: str, tokenizer) -> None:
+  """config.json (the resolved config) and tokenizer.model, so the workdir is self-contained."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  tokenizer.save(os.path.join(workdir, 'tokenizer.model'))
+
+
+def _restore_or_init(config, ckpt, abstract, shardings, init_fn, train_iter):
+  """Resume order: this workdir's latest checkpoint, else a fresh init (init_from joins with fine-tuning)."""
+  latest = ckpt.latest_step()
+  if latest is not None:
+    print(f'Resuming from checkpoint step {latest} in {ckpt.directory}', flush=True)
+    return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings), train_iter), latest
+  print(f'No checkpoint in {ckpt.directory}: starting from scratch', flush=True)
+  return init_fn(jax.random.PRNGKey(config.seed)), 0
+
+
+def _report_parameters(params) -> int:
+  """Prints clu's parameter overview and prints the total; returns the parameter count."""
+  print(parameter_overview.get_parameter_overview(params, include_stats=False), flush=True)
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  print(f'Model: {count:,} parameters ({count / 1e6:.1f}M)', flush=True)
+  return count
+
+
+def _log_train(writer, progress, step: int, pending: list, last_ckpt: int) -> float:
+  """Averages the metrics of the steps since the last report, writes them, prints the progress line."""
+  host = jax.device_get(pending)
+  scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  loss = scalars['train/loss']
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'train/loss is {loss} at step {step}: lower optimizer.learning_rate or set optimizer.grad_clip_norm; '
+        f'the last good checkpoint is step {last_ckpt}')
+  scalars.update(progress.update(step))
+  writer.write_scalars(step, scalars)
+  print(progress.line(step, loss, scalars), flush=True)
+  return loss
+
+
+class Run:
+  """Everything one training run holds: mesh, data, model, compiled steps, checkpointer and writer."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.tokenizer, train_rows, eval_rows = pipeline.prepare(config)
+    _write_workdir_files(config, workdir, self.tokenizer)
+    self.model = models.build(config.model)
+    weights = dict(config.objectives)
+    tx = optim.build(config)
+    abstract, self.shardings, init_fn = abstract_state(config, self.model, tx, self.mesh)
+    self.train_iter = pipeline.train_iterator(config, train_rows)
+    self.eval_batches = [sharding.global_batch(b, self.mesh) for b in pipeline.eval_batches(config, eval_rows)]
+    self.ckpt = checkpoint.Checkpointer(workdir, config)
+    with jax.set_mesh(self.mesh):
+      self.state, self.start_step = _restore_or_init(config, self.ckpt, abstract, self.shardings, init_fn,
+                                                     self.train_iter)
+    batch_sharding = sharding.batch_sharding(self.mesh)
+    step_fn = functools.partial(train_step, weights=weights, accum=config.grad_accum_steps,
+                                schedule=optim.learning_rate_schedule(config.optimizer, config.num_train_steps))
+    self.p_train = jax.jit(step_fn, in_shardings=(self.shardings, batch_sharding),
+                           out_shardings=(self.shardings, None), donate_argnums=0)
+    eval_fn = functools.partial(eval_step, apply_fn=self.model.apply, weights=weights)
+    self.p_eval = jax.jit(eval_fn, in_shardings=(self.shardings.params, batch_sharding))
+    self.weights = weights
+
+  def train(self) -> dict:
+    """Runs from the restored step to num_train_steps; returns the last train and eval metrics."""
+    config, state = self.config, self.state
+    num_params = _report_parameters(state.params)
+    writer = metrics.create_writer(self.workdir, self.start_step)
+    tokens_per_step = config.batch_size * config.seq_len
+    progress = metrics.Progress(config.num_train_steps, self.start_step, tokens_per_step,
+                                metrics.flops_per_token(config.model, config.seq_len, num_params) * tokens_per_step)
+    pending, summary, last_ckpt = [], {}, self.start_step
+    for step in range(self.start_step + 1, config.num_train_steps + 1):
+      last = step == config.num_train_steps
+      with jax.set_mesh(self.mesh):
+        state, step_metrics = self.p_train(state, sharding.global_batch(next(self.train_iter), self.mesh))
+      pending.append(step_metrics)
+      save = step % config.checkpoint_every_steps == 0 or last
+      if step % config.log_every_steps == 0 or save:
+        summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
+        pending = []
+      if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+        summary.update(self.evaluate(state, writer, step))
+      if save:
+        writer.flush()
+        self.ckpt.save(step, state, self.train_iter)
+        last_ckpt = step
+    self.state = state
+    writer.close()
+    self.ckpt.close()
+    return summary
+
+  def evaluate(self, state, writer, step: int) -> dict:
+    """Runs the fixed eval batches, writes eval/* and prints them."""
+    with jax.set_mesh(self.mesh):
+      out = evaluate(self.p_eval, state.params, self.eval_batches, self.weights)
+    writer.write_scalars(step, out)
+    print(f'eval @ step {step}: ' + ' | '.join(f'{k} {v:.4f}' for k, v in out.items()), flush=True)
+    return out
+
+  def print_samples(self) -> None:
+    """Prints config.num_samples continuations of fixed prompts from the final model."""
+    config = self.config
+    prompts = sampling.DEFAULT_PROMPTS[:config.num_samples]
+    with jax.set_mesh(self.mesh):
+      texts = sampling.sample_texts(self.model, self.state.params, self.tokenizer, prompts,
+                                    max_new_tokens=config.sample_max_new_tokens,
+                                    temperature=config.sample_temperature, seed=config.seed)
+    for prompt, text in zip(prompts, texts):
+      if jax.process_index() == 0:
+          print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)
+
+
+def run(config, workdir: str) -> dict:
+  """Trains (or resumes) `config` in `workdir`; returns the final metrics."""
+  experiment = Run(config, workdir)
+  summary = experiment.train()
+  if config.num_samples:
+    experiment.print_samples()
+  return summary
