@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_max_new_tokens = 64  # length of each end-of-training sample
   c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
 
-  c.model = m = ml_collections.ConfigDict()
+  c.model = m = ml_collections.ConfigDict()  # network shape and numerics
   m.type = 'gpt'  # model family: 'gpt' (decoder)
   m.num_layers = 4  # transformer blocks
   m.num_heads = 4  # attention heads
@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
 
-  c.data = d = ml_collections.ConfigDict()
+  c.data = d = ml_collections.ConfigDict()  # corpus, tokenizer and input pipeline
   d.source = 'embedded'  # 'embedded' (stdlib sources + pydoc topics), 'text', 'jsonl' or 'tfds'
   d.path = ''  # file or glob for 'text' / 'jsonl' (comma-separated for several)
   d.text_key = 'text'  # field holding the text in 'jsonl' records and tfds examples
@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.num_threads = 2  # grain read threads per process
   d.prefetch = 4  # batches prefetched per process
 
-  c.optimizer = o = ml_collections.ConfigDict()
+  c.optimizer = o = ml_collections.ConfigDict()  # optax chain and learning-rate schedule
   o.name = 'adamw'  # optimizer: 'adamw'
   o.learning_rate = 1e-3  # peak learning rate
   o.schedule = 'cosine'  # after warmup: 'cosine', 'linear' (to min) or 'constant'
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.weight_decay = 0.1  # decoupled weight decay; applied to kernels only (not biases, norms, embeddings)
   o.grad_clip_norm = 1.0  # clip gradients to this global norm (0 = off)
 
-  c.mesh = ms = ml_collections.ConfigDict()
+  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor); product = device count
   ms.data = -1  # data-parallel axis size (-1 = all devices left over)
   ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
   ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)

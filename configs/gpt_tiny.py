@@ -30,4 +30,5 @@ def get_config(arg: str | None = None):
     c.model.num_layers, c.model.d_model, c.model.d_ff, c.model.vocab_size = 2, 64, 256, 1024
     c.log_every_steps, c.eval_every_steps, c.eval_steps, c.checkpoint_every_steps = 5, 10, 2, 10
     c.num_samples, c.sample_max_new_tokens, c.optimizer.warmup_steps = 1, 8, 5
+    c.optimizer.learning_rate = 1e-2
   return c

@@ -73,7 +73,7 @@ def train_step(state: TrainState, batch: dict, *, weights: dict, accum: int, sch
     ((loss, terms), grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
   new_state = state.apply_gradients(grads=grads)
   out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()},
-         'train/grad_norm': optax.global_norm(grads), 'train/param_norm': optax.global_norm(new_state.params),
+         'train/grad_norm': optax.tree.norm(grads), 'train/param_norm': optax.tree.norm(new_state.params),
          'train/learning_rate': schedule(state.step)}
   return new_state, out
 
@@ -117,6 +117,19 @@ def abstract_state(config, model, tx, mesh):
   shardings = sharding.logical_shardings(boxed, mesh)
   init_fn = jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=shardings)
   return nn.unbox(boxed), shardings, init_fn
+
+
+def jit_steps(config, model, shardings, mesh):
+  """(train step, eval step), jitted with explicit shardings; the train step donates the state."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  weights = dict(config.objectives)
+  step_fn = functools.partial(train_step, weights=weights, accum=config.grad_accum_steps,
+                              schedule=optim.learning_rate_schedule(config.optimizer, config.num_train_steps))
+  p_train = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
+                    donate_argnums=0)
+  eval_fn = functools.partial(eval_step, apply_fn=model.apply, weights=weights)
+  p_eval = jax.jit(eval_fn, in_shardings=(shardings.params, batch_sharding))
+  return p_train, p_eval
 
 
 def _write_workdir_files(config, workdir: str, tokenizer) -> None:
@@ -171,7 +184,7 @@ class Run:
     self.tokenizer, train_rows, eval_rows = pipeline.prepare(config)
     _write_workdir_files(config, workdir, self.tokenizer)
     self.model = models.build(config.model)
-    weights = dict(config.objectives)
+    self.weights = dict(config.objectives)
     tx = optim.build(config)
     abstract, self.shardings, init_fn = abstract_state(config, self.model, tx, self.mesh)
     self.train_iter = pipeline.train_iterator(config, train_rows)
@@ -180,14 +193,7 @@ class Run:
     with jax.set_mesh(self.mesh):
       self.state, self.start_step = _restore_or_init(config, self.ckpt, abstract, self.shardings, init_fn,
                                                      self.train_iter)
-    batch_sharding = sharding.batch_sharding(self.mesh)
-    step_fn = functools.partial(train_step, weights=weights, accum=config.grad_accum_steps,
-                                schedule=optim.learning_rate_schedule(config.optimizer, config.num_train_steps))
-    self.p_train = jax.jit(step_fn, in_shardings=(self.shardings, batch_sharding),
-                           out_shardings=(self.shardings, None), donate_argnums=0)
-    eval_fn = functools.partial(eval_step, apply_fn=self.model.apply, weights=weights)
-    self.p_eval = jax.jit(eval_fn, in_shardings=(self.shardings.params, batch_sharding))
-    self.weights = weights
+    self.p_train, self.p_eval = jit_steps(config, self.model, self.shardings, self.mesh)
 
   def train(self) -> dict:
     """Runs from the restored step to num_train_steps; returns the last train and eval metrics."""

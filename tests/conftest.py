@@ -14,3 +14,33 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def run_lm(*args: str, module: str = 'lm.main', timeout: int = 600) -> subprocess.CompletedProcess:
+  """Runs `python -m <module> <args>` from the repo root on ONE CPU device, as a user would."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope='session')
+def lm_cli():
+  return run_lm
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  """configs/gpt_tiny.py:test, unlocked copies per use via `.copy_and_resolve_references()`."""
+  from configs import gpt_tiny
+  return gpt_tiny.get_config('test')
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tiny_config):
+  """(tokenizer, train rows, eval rows) of the embedded corpus for the tiny config (trained once, cached)."""
+  from lm.data import pipeline
+  return pipeline.prepare(tiny_config)

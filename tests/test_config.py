@@ -1,0 +1,142 @@
+"""Every config file loads and validates; bad values fail with one line naming the key."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from configs import base
+from lm import config as config_lib
+from conftest import REPO
+
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py')) if not p.endswith('__init__.py'))
+
+
+def load(path: str, arg: str | None = None):
+  spec = importlib.util.spec_from_file_location('cfg_under_test', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_config_files_exist():
+  names = {os.path.basename(p) for p in CONFIG_FILES}
+  assert {'base.py', 'gpt_tiny.py', 'gpt_small.py'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_every_config_loads_and_validates(path):
+  config = load(path)
+  config_lib.validate(config, num_devices=1, process_count=1)
+  config_lib.validate(config, num_devices=8, process_count=1)  # the same file on a data-parallel host
+
+
+def test_gpt_small_is_the_gpt2_small_shape():
+  m = load(os.path.join(REPO, 'configs', 'gpt_small.py')).model
+  assert (m.num_layers, m.num_heads, m.d_model, m.d_ff, m.max_len) == (12, 12, 768, 3072, 1024)
+
+
+def test_every_base_key_has_a_comment():
+  lines = open(os.path.join(REPO, 'configs', 'base.py')).read().splitlines()
+  assignments = [l for l in lines if l.strip().startswith(('c.', 'm.', 'd.', 'o.', 'ms.')) and ' = ' in l]
+  assert len(assignments) > 40
+  assert all('#' in l for l in assignments), [l for l in assignments if '#' not in l]
+
+
+def _bad(mutate, num_devices=1, process_count=1):
+  config = base.get_config()
+  mutate(config)
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(config, num_devices=num_devices, process_count=process_count)
+  message = str(info.value)
+  assert '\n' not in message
+  return message
+
+
+def test_batch_not_divisible_by_data_parallel_size():
+  def mutate(c):
+    c.batch_size = 12
+  assert 'batch_size=12' in _bad(mutate, num_devices=8)
+
+
+def test_batch_not_divisible_with_accumulation():
+  def mutate(c):
+    c.batch_size, c.grad_accum_steps = 16, 3
+  assert 'grad_accum_steps' in _bad(mutate)
+
+
+def test_mesh_size_must_match_device_count():
+  def mutate(c):
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 1
+  assert 'mesh' in _bad(mutate, num_devices=8)
+
+
+def test_two_free_mesh_axes():
+  def mutate(c):
+    c.mesh.fsdp = -1
+  assert 'mesh' in _bad(mutate, num_devices=8)
+
+
+def test_seq_len_beyond_max_positions():
+  def mutate(c):
+    c.seq_len = c.model.max_len + 1
+  assert 'seq_len' in _bad(mutate)
+
+
+def test_unknown_key_and_wrong_type_in_a_config_file():
+  def unknown(c):
+    c.unlock()
+    c.model.n_layers = 3
+  assert 'model.n_layers' in _bad(unknown)
+
+  def wrong_type(c):
+    c.unlock()
+    del c['batch_size']
+    c.batch_size = '32'
+  assert 'batch_size' in _bad(wrong_type)
+
+
+@pytest.mark.parametrize('key,value,needle', [
+    ('model.position', 'alibi', 'model.position'),
+    ('model.d_model', 250, 'model.d_model'),
+    ('num_train_steps', 0, 'num_train_steps'),
+    ('model.dropout', 1.5, 'model.dropout'),
+    ('data.source', 'web', 'data.source'),
+])
+def test_bad_values(key, value, needle):
+  def mutate(c):
+    *parents, leaf = key.split('.')
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  assert needle in _bad(mutate)
+
+
+def test_unknown_objective():
+  def mutate(c):
+    c.objectives.unlock()
+    c.objectives.mlmm = 1.0
+  assert 'objectives.mlmm' in _bad(mutate)
+
+
+def test_text_source_needs_a_path():
+  def mutate(c):
+    c.data.source = 'text'
+  assert 'data.path' in _bad(mutate)
+
+
+@pytest.mark.parametrize('override,needle', [
+    ('--config.bach_size=3', 'bach_size'),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.model.dropot=0.1', 'dropot'),
+    ('--config.seq_len=100', 'seq_len'),
+    ('--config.mesh.data=2', 'mesh'),
+])
+def test_cli_rejects_bad_overrides_with_one_line(lm_cli, tmp_path, override, needle):
+  result = lm_cli('--config=configs/gpt_tiny.py:test', f'--workdir={tmp_path / "wd"}', override, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'wd' / 'checkpoints').exists()  # nothing compiled, nothing written

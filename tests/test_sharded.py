@@ -1,0 +1,66 @@
+"""Sharded training on 8 simulated CPU devices: same losses on every mesh, parameters really sharded.
+
+XLA_FLAGS=--xla_force_host_platform_device_count=8 is set below and by conftest.py, before jax is imported.
+"""
+import os
+
+os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from lm import models, optim, sharding, train  # noqa: E402
+from lm.data import pipeline  # noqa: E402
+
+
+def run_steps(config, mesh_shape, batches):
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  model = models.build(config.model)
+  _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), mesh)
+  p_train, _ = train.jit_steps(config, model, shardings, mesh)
+  losses = []
+  with jax.set_mesh(mesh):
+    state = init_fn(jax.random.PRNGKey(config.seed))
+    for batch in batches:
+      state, metrics = p_train(state, sharding.global_batch(batch, mesh))
+      losses.append(float(metrics['train/loss']))
+  return losses, state
+
+
+@pytest.fixture(scope='module')
+def batches(tiny_config, tiny_data):
+  iterator = pipeline.train_iterator(tiny_config, tiny_data[1], 0, 1)
+  return [next(iterator) for _ in range(3)]
+
+
+def test_eight_devices():
+  assert jax.device_count() == 8
+
+
+@pytest.fixture(scope='module')
+def reference(tiny_config, batches):
+  return run_steps(tiny_config, (1, 1, 1), batches)
+
+
+@pytest.mark.parametrize('mesh_shape', [(2, 2, 2), (8, 1, 1), (1, 4, 2)])
+def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
+  losses, state = run_steps(tiny_config, mesh_shape, batches)
+  np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
+               state.params, reference[1].params)
+
+
+def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
+  _, state = run_steps(tiny_config, (2, 2, 2), batches[:1])
+  kernel = state.params['block_0']['mlp']['fc_in']['kernel']  # logical ('embed', 'mlp') -> ('fsdp', 'tensor')
+  assert kernel.sharding.spec == P('fsdp', 'tensor')
+  assert kernel.addressable_shards[0].data.shape == (kernel.shape[0] // 2, kernel.shape[1] // 2)
+  query = state.params['block_0']['attn']['query']['kernel']  # ('embed', 'heads', 'kv')
+  assert query.sharding.spec == P('fsdp', 'tensor', None)
+  adam_mu = state.opt_state[1][0].mu['block_0']['mlp']['fc_in']['kernel']
+  assert adam_mu.sharding.spec == P('fsdp', 'tensor')
