@@ -11,7 +11,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None):
-  """gpt_small (GPT-2 124M). The vocabulary is our SentencePiece one (32k), not GPT-2's 50257 BPE."""
+  """gpt_small (GPT-2 124M shape). The vocabulary is a SentencePiece one trained on the corpus, not GPT-2's BPE."""
   del arg
   c = base.get_config()
   c.num_train_steps = 10000
@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
   c.model.num_heads = 12
   c.model.d_model = 768
   c.model.d_ff = 3072
-  c.model.vocab_size = 32768
+  c.model.vocab_size = 50304  # GPT-2's 50257 rounded up to a multiple of 64 (as nanoGPT): 124M parameters
   c.model.max_len = 1024
   c.model.dropout = 0.0
   c.optimizer.learning_rate = 6e-4

@@ -79,6 +79,10 @@ def _check_model(config):
     raise ConfigError(f'model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}')
   if m.position == 'rope' and (m.d_model // m.num_heads) % 2:
     raise ConfigError(f'model.position=rope needs an even head size, got d_model/num_heads={m.d_model // m.num_heads}')
+  if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
+    raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
+  if config.sample_max_new_tokens >= m.max_len:
+    raise ConfigError(f'sample_max_new_tokens={config.sample_max_new_tokens} must be < model.max_len={m.max_len}')
   if config.seq_len > m.max_len:
     raise ConfigError(f'seq_len={config.seq_len} exceeds model.max_len={m.max_len}; lower seq_len or raise max_len')
 
@@ -99,11 +103,13 @@ def _check_data_and_objectives(config):
       raise ConfigError(f'objectives.{name}: unknown objective; choose from {sorted(objectives.OBJECTIVES)}')
     if not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f'objectives.{name}={weight!r} must be a weight >= 0')
-  if config.init_from and not os.path.isdir(config.init_from):
-    raise ConfigError(f'init_from: no workdir at {config.init_from!r}; give the workdir of a finished run')
+  if config.init_from:
+    raise ConfigError('init_from: initialising from a pretrained workdir is not supported yet (fine-tuning work, '
+                      "issue 4); leave it '' to train from scratch")
 
 
 def _check_parallelism(config, num_devices: int, process_count: int):
+  import jax
   from lm import sharding
   shape = sharding.mesh_shape(config.mesh, num_devices)
   dp = shape[0] * shape[1]
@@ -115,8 +121,38 @@ def _check_parallelism(config, num_devices: int, process_count: int):
                       f'data-parallel size {dp} (mesh.data*mesh.fsdp); use a multiple of {dp * accum}')
   if config.batch_size % process_count:
     raise ConfigError(f'batch_size={config.batch_size} is not divisible by the process count {process_count}')
+  if dp % process_count:
+    raise ConfigError(f'mesh.data*mesh.fsdp={dp} must be a multiple of the process count {process_count}: each '
+                      'process feeds its own batch rows, so the batch axes must span the processes')
+  if config.model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
+    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'xla' or 'auto'")
   if config.model.num_heads % shape[2] or config.model.d_ff % shape[2]:
     raise ConfigError(f'mesh.tensor={shape[2]} must divide model.num_heads and model.d_ff')
+
+
+# Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.
+RESUME_FIXED = ('model', 'data.source', 'data.path', 'data.text_key', 'data.tfds_name', 'data.train_split',
+                'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
+                'data.tokenizer_type', 'data.tokenizer_sentences', 'seq_len', 'batch_size', 'seed', 'optimizer.name')
+
+
+def check_resume_compatible(config, saved: dict) -> None:
+  """Raises ConfigError naming the first key in RESUME_FIXED whose value differs from the saved config.json."""
+  current = config.to_dict()
+  for key in RESUME_FIXED:
+    old, new = saved, current
+    for part in key.split('.'):
+      old, new = old.get(part) if isinstance(old, dict) else None, new[part]
+    if isinstance(new, dict):
+      diff = sorted(k for k in new if new[k] != (old or {}).get(k))
+      if diff:
+        key, old, new = f'{key}.{diff[0]}', (old or {}).get(diff[0]), new[diff[0]]
+    if old != new and not isinstance(new, dict):
+      raise ConfigError(f'{key}={new!r} differs from {old!r} in the run being resumed; set it back or use a new '
+                        '--workdir')
+  if (saved.get('optimizer', {}).get('grad_clip_norm', 0) > 0) != (config.optimizer.grad_clip_norm > 0):
+    raise ConfigError('optimizer.grad_clip_norm: switching clipping on/off changes the optimizer state of the run '
+                      'being resumed; keep it as it was or use a new --workdir')
 
 
 def validate(config, num_devices: int | None = None, process_count: int | None = None):

@@ -6,7 +6,7 @@ Any `--config.key=value` overrides the config file; bad values fail before any c
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/gpt_tiny.py[:arg].',
@@ -22,6 +22,8 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   import jax  # after flag parsing, so --help and flag errors are instant
   from lm import config as config_lib, train
   from lm.data.errors import DataError

@@ -19,11 +19,14 @@ PEAK_FLOPS = (
 def flops_per_token(model_cfg, seq_len: int, num_params: int) -> float:
   """Training FLOPs per token, PaLM convention (Chowdhery et al. 2022, App. B): 6·N + 12·L·d·T.
 
-  N counts the parameters that take part in matmuls: all except a learned position table (a lookup). With tied
-  embeddings the token table counts once, as the output projection. The attention term counts the full score and
+  N counts the parameters that take part in matmuls: all except lookup tables (learned positions, and the input
+  token table when it is not tied). With tied embeddings the token table counts once, as the output projection. The attention term counts the full score and
   value matmuls (no causal discount), as PaLM and nanoGPT do. Forward + backward = 3x forward.
   """
-  n = num_params - (model_cfg.max_len * model_cfg.d_model if model_cfg.position == 'learned' else 0)
+  lookups = model_cfg.max_len * model_cfg.d_model if model_cfg.position == 'learned' else 0
+  if not model_cfg.tie_embeddings:
+    lookups += model_cfg.vocab_size * model_cfg.d_model  # the input table is a lookup; the head is its own matmul
+  n = num_params - lookups
   return 6.0 * n + 12.0 * model_cfg.num_layers * model_cfg.d_model * seq_len
 
 
@@ -48,6 +51,14 @@ def peak_flops_per_device(device=None) -> float:
   return next((peak for key, peak in PEAK_FLOPS if key in kind), 0.0)
 
 
+def _step_of(line: str) -> int | None:
+  """The step of a metrics.jsonl line, or None for a line torn by a crash."""
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
 class JsonlWriter(metric_writers.MetricWriter):
   """metrics.jsonl: one line per step, `{"step": int, "<split>/<name>": float, ...}` (scalars only).
 
@@ -64,7 +75,7 @@ class JsonlWriter(metric_writers.MetricWriter):
       return
     with open(self.path) as f:
       lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line)['step'] <= step]
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
     if len(kept) != len(lines):
       with open(self.path + '.tmp', 'w') as f:
         f.writelines(kept)
@@ -125,6 +136,10 @@ class Progress:
     self.total, self.tokens_per_step, self.flops_per_step = num_train_steps, tokens_per_step, flops_per_step
     self.peak = peak_flops_per_device() * jax.device_count()
     self.last_step, self.last_time = start_step, time.perf_counter()
+
+  def restart_clock(self, step: int) -> None:
+    """Excludes what just happened (compile, eval, checkpoint) from the next throughput figure."""
+    self.last_step, self.last_time = step, time.perf_counter()
 
   def update(self, step: int) -> dict:
     """Throughput since the previous call: train/tokens_per_sec, train/steps_per_sec, train/mfu (%)."""

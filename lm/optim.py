@@ -4,7 +4,8 @@ import optax
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to the peak, then cosine / linear decay to min_lr_ratio * peak, or constant."""
+  """Linear warmup to the peak over warmup_steps updates, then cosine / linear decay reaching min_lr_ratio * peak at
+  the last update, or constant. Takes optax's 0-based update count."""
   peak, warmup = opt_cfg.learning_rate, opt_cfg.warmup_steps
   end = peak * opt_cfg.min_lr_ratio
   decay_steps = max(num_train_steps - warmup, 1)
@@ -14,7 +15,8 @@ def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
     after = optax.linear_schedule(peak, end, decay_steps)
   else:
     after = optax.constant_schedule(peak)
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+  schedule = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+  return lambda count: schedule(count + 1)  # update k (1-based) uses schedule(k): no wasted first step
 
 
 def weight_decay_mask(params):

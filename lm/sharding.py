@@ -78,4 +78,9 @@ def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh):
 def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:
   """Assembles each process's local numpy batch into global jax.Arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+  out = {}
+  for key, value in local_batch.items():
+    value = np.asarray(value)
+    global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
+    out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+  return out

@@ -14,7 +14,7 @@ from clu import parameter_overview
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from lm import checkpoint, metrics, models, objectives, optim, sampling, sharding
+from lm import checkpoint, config as config_lib, metrics, models, objectives, optim, sampling, sharding
 from lm.data import pipeline
 
 
@@ -142,12 +142,20 @@ def _write_workdir_files(config, workdir: str, tokenizer) -> None:
   tokenizer.save(os.path.join(workdir, 'tokenizer.model'))
 
 
-def _restore_or_init(config, ckpt, abstract, shardings, init_fn, train_iter):
+def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_iter):
   """Resume order: this workdir's latest checkpoint, else a fresh init (init_from joins with fine-tuning)."""
   latest = ckpt.latest_step()
   if latest is not None:
+    saved = os.path.join(workdir, 'config.json')
+    if os.path.exists(saved):
+      with open(saved) as f:
+        config_lib.check_resume_compatible(config, json.load(f))
     print(f'Resuming from checkpoint step {latest} in {ckpt.directory}', flush=True)
-    return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings), train_iter), latest
+    try:
+      return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings), train_iter), latest
+    except (ValueError, FileNotFoundError) as e:
+      raise config_lib.ConfigError(f'{ckpt.directory}/{latest}: cannot restore it into this config '
+                                   f'({" ".join(str(e).split())[:300]}); use a new --workdir') from e
   print(f'No checkpoint in {ckpt.directory}: starting from scratch', flush=True)
   return init_fn(jax.random.PRNGKey(config.seed)), 0
 
@@ -182,7 +190,6 @@ class Run:
     self.config, self.workdir = config, workdir
     self.mesh = sharding.make_mesh(config.mesh)
     self.tokenizer, train_rows, eval_rows = pipeline.prepare(config)
-    _write_workdir_files(config, workdir, self.tokenizer)
     self.model = models.build(config.model)
     self.weights = dict(config.objectives)
     tx = optim.build(config)
@@ -191,24 +198,36 @@ class Run:
     self.eval_batches = [sharding.global_batch(b, self.mesh) for b in pipeline.eval_batches(config, eval_rows)]
     self.ckpt = checkpoint.Checkpointer(workdir, config)
     with jax.set_mesh(self.mesh):
-      self.state, self.start_step = _restore_or_init(config, self.ckpt, abstract, self.shardings, init_fn,
+      self.state, self.start_step = _restore_or_init(config, workdir, self.ckpt, abstract, self.shardings, init_fn,
                                                      self.train_iter)
+    _write_workdir_files(config, workdir, self.tokenizer)
     self.p_train, self.p_eval = jit_steps(config, self.model, self.shardings, self.mesh)
 
   def train(self) -> dict:
     """Runs from the restored step to num_train_steps; returns the last train and eval metrics."""
-    config, state = self.config, self.state
-    num_params = _report_parameters(state.params)
+    config = self.config
+    num_params = _report_parameters(self.state.params)
     writer = metrics.create_writer(self.workdir, self.start_step)
     tokens_per_step = config.batch_size * config.seq_len
     progress = metrics.Progress(config.num_train_steps, self.start_step, tokens_per_step,
                                 metrics.flops_per_token(config.model, config.seq_len, num_params) * tokens_per_step)
+    try:
+      return self._loop(writer, progress)
+    finally:  # also on errors: pending checkpoint writes finish, metrics are flushed
+      writer.close()
+      self.ckpt.close()
+
+  def _loop(self, writer, progress) -> dict:
+    config, state = self.config, self.state
     pending, summary, last_ckpt = [], {}, self.start_step
     for step in range(self.start_step + 1, config.num_train_steps + 1):
       last = step == config.num_train_steps
       with jax.set_mesh(self.mesh):
         state, step_metrics = self.p_train(state, sharding.global_batch(next(self.train_iter), self.mesh))
       pending.append(step_metrics)
+      if step == self.start_step + 1 and step % config.log_every_steps:  # keep compile time out of tokens/s
+        jax.block_until_ready(step_metrics)
+        progress.restart_clock(step)
       save = step % config.checkpoint_every_steps == 0 or last
       if step % config.log_every_steps == 0 or save:
         summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
@@ -219,9 +238,9 @@ class Run:
         writer.flush()
         self.ckpt.save(step, state, self.train_iter)
         last_ckpt = step
+      if save or (config.eval_every_steps and step % config.eval_every_steps == 0):
+        progress.restart_clock(step)
     self.state = state
-    writer.close()
-    self.ckpt.close()
     return summary
 
   def evaluate(self, state, writer, step: int) -> dict:
@@ -242,7 +261,7 @@ class Run:
                                     temperature=config.sample_temperature, seed=config.seed)
     for prompt, text in zip(prompts, texts):
       if jax.process_index() == 0:
-          print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)
+        print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)
 
 
 def run(config, workdir: str) -> dict:

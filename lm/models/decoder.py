@@ -22,6 +22,7 @@ class Decoder(nn.Module):
       pos_embed = nn.Embed(cfg.max_len, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='pos_embed',
                            embedding_init=layers.logical_init(layers.dense_init(0.01), (None, 'embed')))
       x = x + pos_embed(positions)
+    x = nn.with_logical_constraint(x, layers.ACTIVATION_AXES)
     x = nn.Dropout(cfg.dropout)(x, deterministic=not train)
     x = layers.stack_blocks(layers.PreLNBlock, cfg, not train, x, layers.attention_mask(segment_ids), positions)
     x = layers.layer_norm(cfg, 'ln_final')(x)
