@@ -225,11 +225,12 @@ class Run:
       with jax.set_mesh(self.mesh):
         state, step_metrics = self.p_train(state, sharding.global_batch(next(self.train_iter), self.mesh))
       pending.append(step_metrics)
-      if step == self.start_step + 1 and step % config.log_every_steps:  # keep compile time out of tokens/s
+      save = step % config.checkpoint_every_steps == 0 or last
+      report = step % config.log_every_steps == 0 or save
+      if step == self.start_step + 1 and not report:  # keep compile time out of tokens/s
         jax.block_until_ready(step_metrics)
         progress.restart_clock(step)
-      save = step % config.checkpoint_every_steps == 0 or last
-      if step % config.log_every_steps == 0 or save:
+      if report:
         summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
         pending = []
       if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
