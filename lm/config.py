@@ -1,4 +1,5 @@
 """Config validation: every bad value is rejected before any compile, with one line naming the key and the fix."""
+import json
 import os
 
 import ml_collections
@@ -136,21 +137,25 @@ RESUME_FIXED = ('model', 'data.source', 'data.path', 'data.text_key', 'data.tfds
                 'data.tokenizer_type', 'data.tokenizer_sentences', 'seq_len', 'batch_size', 'seed', 'optimizer.name')
 
 
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 def check_resume_compatible(config, saved: dict) -> None:
-  """Raises ConfigError naming the first key in RESUME_FIXED whose value differs from the saved config.json."""
-  current = config.to_dict()
-  for key in RESUME_FIXED:
-    old, new = saved, current
-    for part in key.split('.'):
-      old, new = old.get(part) if isinstance(old, dict) else None, new[part]
-    if isinstance(new, dict):
-      diff = sorted(k for k in new if new[k] != (old or {}).get(k))
-      if diff:
-        key, old, new = f'{key}.{diff[0]}', (old or {}).get(diff[0]), new[diff[0]]
-    if old != new and not isinstance(new, dict):
-      raise ConfigError(f'{key}={new!r} differs from {old!r} in the run being resumed; set it back or use a new '
-                        '--workdir')
-  if (saved.get('optimizer', {}).get('grad_clip_norm', 0) > 0) != (config.optimizer.grad_clip_norm > 0):
+  """Raises ConfigError naming the first key under RESUME_FIXED whose value differs from the saved config.json."""
+  old, new = _flatten(saved), _flatten(json.loads(json.dumps(config.to_dict())))  # as config.json stores it
+  for key in sorted(new):
+    fixed = any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
+    if fixed and old.get(key) != new[key]:
+      raise ConfigError(f'{key}={new[key]!r} differs from {old.get(key)!r} in the run being resumed; set it back '
+                        'or use a new --workdir')
+  if (old.get('optimizer.grad_clip_norm', 0) > 0) != (config.optimizer.grad_clip_norm > 0):
     raise ConfigError('optimizer.grad_clip_norm: switching clipping on/off changes the optimizer state of the run '
                       'being resumed; keep it as it was or use a new --workdir')
 

@@ -20,8 +20,9 @@ def flops_per_token(model_cfg, seq_len: int, num_params: int) -> float:
   """Training FLOPs per token, PaLM convention (Chowdhery et al. 2022, App. B): 6·N + 12·L·d·T.
 
   N counts the parameters that take part in matmuls: all except lookup tables (learned positions, and the input
-  token table when it is not tied). With tied embeddings the token table counts once, as the output projection. The attention term counts the full score and
-  value matmuls (no causal discount), as PaLM and nanoGPT do. Forward + backward = 3x forward.
+  token table when it is not tied). With tied embeddings the token table counts once, as the output projection.
+  The attention term counts the full score and value matmuls (no causal discount), as PaLM and nanoGPT do.
+  Forward + backward = 3x forward.
   """
   lookups = model_cfg.max_len * model_cfg.d_model if model_cfg.position == 'learned' else 0
   if not model_cfg.tie_embeddings:
@@ -75,7 +76,7 @@ class JsonlWriter(metric_writers.MetricWriter):
       return
     with open(self.path) as f:
       lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    kept = [line for line in lines if (line_step := _step_of(line)) is not None and line_step <= step]
     if len(kept) != len(lines):
       with open(self.path + '.tmp', 'w') as f:
         f.writelines(kept)

@@ -233,13 +233,14 @@ class Run:
       if report:
         summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
         pending = []
-      if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+      periodic_eval = bool(config.eval_every_steps) and step % config.eval_every_steps == 0
+      if periodic_eval or last:
         summary.update(self.evaluate(state, writer, step))
       if save:
         writer.flush()
         self.ckpt.save(step, state, self.train_iter)
         last_ckpt = step
-      if save or (config.eval_every_steps and step % config.eval_every_steps == 0):
+      if save or periodic_eval:  # keep eval and checkpoint time out of tokens/s
         progress.restart_clock(step)
     self.state = state
     return summary
