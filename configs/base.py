@@ -26,9 +26,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_samples = 0  # text samples generated from the final model at the end of training
   c.sample_max_new_tokens = 64  # length of each end-of-training sample
   c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
+  c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
 
   c.model = m = ml_collections.ConfigDict()  # network shape and numerics
-  m.type = 'gpt'  # model family: 'gpt' (decoder)
+  m.type = 'gpt'  # model family: 'gpt' (causal decoder) or 'bert' (bidirectional encoder + MLM/NSP heads)
+  m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
+  m.activation = 'gelu_tanh'  # MLP activation: 'gelu_tanh' (GPT-2's approximation) or 'gelu' (exact, BERT)
+  m.type_vocab_size = 0  # token-type (segment A/B) embeddings: 2 for BERT, 0 = none
   m.num_layers = 4  # transformer blocks
   m.num_heads = 4  # attention heads
   m.d_model = 256  # hidden size
@@ -62,6 +66,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.tokenizer = ''  # path to an existing SentencePiece .model ('' = train one on the training split)
   d.tokenizer_type = 'bpe'  # SentencePiece model type when training one: 'bpe' or 'unigram'
   d.tokenizer_sentences = 300000  # lines sampled from the corpus to train the tokenizer
+  d.mask_prob = 0.15  # BERT examples: fraction of maskable tokens chosen for MLM (80% [MASK] / 10% random / 10% kept)
+  d.max_predictions_per_seq = 20  # BERT examples: cap on MLM predictions per sequence (gathered positions)
+  d.whole_word_mask = False  # BERT examples: choose whole words (all pieces of a word) rather than single pieces
+  d.nsp_random_prob = 0.5  # BERT examples: probability that segment B is a random segment (NSP label 1)
+  d.short_seq_prob = 0.1  # BERT examples: probability of a shorter random target length, as in BERT
   d.num_threads = 2  # grain read threads per process
   d.prefetch = 4  # batches prefetched per process
 

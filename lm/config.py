@@ -7,7 +7,9 @@ import ml_collections
 from configs import base
 
 CHOICES = {
-    'model.type': ('gpt',),
+    'model.type': ('gpt', 'bert'),
+    'model.norm': ('pre', 'post'),
+    'model.activation': ('gelu_tanh', 'gelu'),
     'model.position': ('learned', 'rope'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
