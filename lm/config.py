@@ -72,6 +72,11 @@ def _check_values(config):
       raise ConfigError(f'{key}={_get(config, key)} must be >= 0')
   if not 0.0 <= config.model.dropout < 1.0:
     raise ConfigError(f'model.dropout={config.model.dropout} must be in [0, 1)')
+  for key in ('data.mask_prob', 'data.nsp_random_prob', 'data.short_seq_prob'):
+    if not 0.0 <= _get(config, key) <= 1.0:
+      raise ConfigError(f'{key}={_get(config, key)} must be in [0, 1]')
+  if config.contrastive_temperature <= 0:
+    raise ConfigError(f'contrastive_temperature={config.contrastive_temperature} must be > 0')
   if not 0.0 <= config.data.eval_fraction < 1.0:
     raise ConfigError(f'data.eval_fraction={config.data.eval_fraction} must be in [0, 1)')
 
@@ -84,8 +89,16 @@ def _check_model(config):
     raise ConfigError(f'model.position=rope needs an even head size, got d_model/num_heads={m.d_model // m.num_heads}')
   if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
-  if config.sample_max_new_tokens >= m.max_len:
+  if config.num_samples and config.sample_max_new_tokens >= m.max_len:
     raise ConfigError(f'sample_max_new_tokens={config.sample_max_new_tokens} must be < model.max_len={m.max_len}')
+  if m.type == 'bert' and config.num_samples:
+    raise ConfigError(f'num_samples={config.num_samples}: an encoder does not generate text; set it to 0 '
+                      '(use python -m lm.fill_mask on the workdir)')
+  if m.type == 'bert' and m.type_vocab_size < 2:
+    raise ConfigError(f'model.type_vocab_size={m.type_vocab_size}: BERT pairs need 2 token types (A and B)')
+  if m.type == 'bert' and not 0 < config.data.max_predictions_per_seq <= config.seq_len:
+    raise ConfigError(f'data.max_predictions_per_seq={config.data.max_predictions_per_seq} must be in '
+                      f'[1, seq_len={config.seq_len}]')
   if config.seq_len > m.max_len:
     raise ConfigError(f'seq_len={config.seq_len} exceeds model.max_len={m.max_len}; lower seq_len or raise max_len')
 
@@ -106,6 +119,9 @@ def _check_data_and_objectives(config):
       raise ConfigError(f'objectives.{name}: unknown objective; choose from {sorted(objectives.OBJECTIVES)}')
     if not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f'objectives.{name}={weight!r} must be a weight >= 0')
+    if objectives.NEEDS_MODEL[name] != config.model.type:
+      raise ConfigError(f'objectives.{name} needs model.type={objectives.NEEDS_MODEL[name]!r}, '
+                        f'not {config.model.type!r}')
   if config.init_from:
     raise ConfigError('init_from: initialising from a pretrained workdir is not supported yet (fine-tuning work, '
                       "issue 4); leave it '' to train from scratch")

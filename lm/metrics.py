@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from clu import metric_writers
 
+from lm import objectives
+
 # Peak dense bf16 FLOP/s per chip, from the vendors' spec sheets. Matched against `device.device_kind` (lowercase,
 # first substring hit). CPUs are measured instead (see `measured_cpu_flops`).
 PEAK_FLOPS = (
@@ -16,19 +18,27 @@ PEAK_FLOPS = (
 )
 
 
-def flops_per_token(model_cfg, seq_len: int, num_params: int) -> float:
-  """Training FLOPs per token, PaLM convention (Chowdhery et al. 2022, App. B): 6·N + 12·L·d·T.
+def flops_per_token(config, num_params: int) -> float:
+  """Training FLOPs per token of `config`, PaLM convention (Chowdhery et al. 2022, App. B): 6·N + 12·L·d·T.
 
-  N counts the parameters that take part in matmuls: all except lookup tables (learned positions, and the input
-  token table when it is not tied). With tied embeddings the token table counts once, as the output projection.
-  The attention term counts the full score and value matmuls (no causal discount), as PaLM and nanoGPT do.
-  Forward + backward = 3x forward.
+  N counts the parameters whose matmuls run for every token: all except lookup tables (learned positions, token
+  types, and the input token table when it is not tied; tied, the table counts once as the output projection).
+  The attention term counts the full score and value matmuls (no causal discount, as PaLM and nanoGPT do; an
+  encoder computes them all anyway). Forward + backward = 3x forward. For the BERT encoder the MLM head (transform
+  + vocab projection) runs only on the max_predictions_per_seq gathered positions and the pooler/NSP head once per
+  sequence, so they count with those fractions. Objectives with two views (contrastive) double it.
   """
-  lookups = model_cfg.max_len * model_cfg.d_model if model_cfg.position == 'learned' else 0
-  if not model_cfg.tie_embeddings:
-    lookups += model_cfg.vocab_size * model_cfg.d_model  # the input table is a lookup; the head is its own matmul
-  n = num_params - lookups
-  return 6.0 * n + 12.0 * model_cfg.num_layers * model_cfg.d_model * seq_len
+  m, seq_len = config.model, config.seq_len
+  lookups = (m.max_len if m.position == "learned" else 0) + m.type_vocab_size
+  lookups += 0 if m.tie_embeddings else m.vocab_size
+  n = num_params - lookups * m.d_model
+  if m.type == 'bert':
+    mlm_head = m.vocab_size * m.d_model + m.d_model * m.d_model  # tied projection + transform dense
+    per_sequence = m.d_model * m.d_model + 2 * m.d_model  # pooler + NSP
+    n -= mlm_head * (1 - config.data.max_predictions_per_seq / seq_len) + per_sequence * (1 - 1 / seq_len)
+  flops = 6.0 * n + 12.0 * m.num_layers * m.d_model * seq_len
+  views = max(objectives.OBJECTIVES[name].views for name in config.objectives)
+  return flops * views
 
 
 @functools.cache

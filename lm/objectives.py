@@ -1,8 +1,12 @@
 """Objectives, by name. Each turns (model outputs, batch) into SUMS over the batch plus a denominator.
 
 Sums (not means) make gradient accumulation exact: the train step divides by the denominator of the whole global
-batch. A config picks objectives and weights (`config.objectives = {'clm': 1.0}`); the total loss is
+batch. A config picks objectives and weights (`config.objectives = {'mlm': 1.0, 'nsp': 1.0}`); the total loss is
 sum_i weight_i * loss_sum_i / denominator_i, and each objective reports `<name>_loss`, `<name>_accuracy`, ...
+
+To add one: write `sums(outputs, batch, config) -> {'loss': ..., ...}` and `denominator(batch) -> count`, register
+an `Objective` below, and list its name in a config's `objectives`. An objective that needs a second forward pass
+with other dropout (contrastive) sets `views=2` and reads `outputs['second_view']`.
 """
 from typing import Callable, NamedTuple
 
@@ -12,27 +16,65 @@ import optax
 
 
 class Objective(NamedTuple):
-  """`sums(outputs, batch)` -> dict of per-batch sums, with key 'loss'; `denominator(batch)` -> their count."""
-  sums: Callable[[jax.Array, dict], dict]
+  """`sums(outputs, batch, config)` -> dict of per-batch sums with key 'loss'; `denominator(batch)` -> their count;
+  `views`: forward passes (with different dropout) the objective needs."""
+  sums: Callable[[dict, dict, object], dict]
   denominator: Callable[[dict], jax.Array]
+  views: int = 1
 
 
 def token_cross_entropy(logits, targets, weights) -> dict:
-  """Summed weighted token NLL and number of correct argmax predictions."""
+  """Summed weighted NLL and number of correct argmax predictions."""
   nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   return {'loss': jnp.sum(nll * weights), 'accuracy': jnp.sum(correct * weights)}
 
 
-def clm_sums(logits, batch) -> dict:
+def clm_sums(outputs, batch, config) -> dict:
   """Causal LM: next-token prediction on every position whose target is in the same document."""
-  return token_cross_entropy(logits, batch['targets'], batch['weights'])
+  del config
+  return token_cross_entropy(outputs['logits'], batch['targets'], batch['weights'])
 
 
-def clm_denominator(batch) -> jax.Array:
-  return jnp.maximum(jnp.sum(batch['weights']), 1.0)
+def mlm_sums(outputs, batch, config) -> dict:
+  """Masked LM: predict the original token at each (gathered) masked position."""
+  del config
+  return token_cross_entropy(outputs['mlm_logits'], batch['mlm_targets'], batch['mlm_weights'])
+
+
+def nsp_sums(outputs, batch, config) -> dict:
+  """Next-sentence prediction: is segment B the continuation of A (label 0) or random (1)?"""
+  del config
+  return token_cross_entropy(outputs['nsp_logits'], batch['nsp_label'], jnp.ones(batch['nsp_label'].shape))
+
+
+def contrastive_sums(outputs, batch, config) -> dict:
+  """SimCSE (Gao et al. 2021): two dropout views of one example are positives, the rest of the batch negatives.
+
+  Cosine similarities of the pooled [CLS] vectors over `config.contrastive_temperature`, cross-entropy towards the
+  matching row. With gradient accumulation the negatives are those of the microbatch.
+  """
+  def normalize(x):
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+  z1, z2 = normalize(outputs['pooled']), normalize(outputs['second_view']['pooled'])
+  similarity = z1 @ z2.T / config.contrastive_temperature
+  labels = jnp.arange(similarity.shape[0])
+  return token_cross_entropy(similarity, labels, jnp.ones(labels.shape))
+
+
+def _count_examples(batch) -> jax.Array:
+  return jnp.asarray(batch['inputs'].shape[0], jnp.float32)
+
+
+def _count_weights(key: str):
+  return lambda batch: jnp.maximum(jnp.sum(batch[key]), 1.0)
 
 
 OBJECTIVES: dict[str, Objective] = {
-    'clm': Objective(clm_sums, clm_denominator),
+    'clm': Objective(clm_sums, _count_weights('weights')),
+    'mlm': Objective(mlm_sums, _count_weights('mlm_weights')),
+    'nsp': Objective(nsp_sums, _count_examples),
+    'contrastive': Objective(contrastive_sums, _count_examples, views=2),
 }
+# The model family each objective needs outputs of.
+NEEDS_MODEL = {'clm': 'gpt', 'mlm': 'bert', 'nsp': 'bert', 'contrastive': 'bert'}

@@ -17,7 +17,7 @@ def _sample_loop(params, tokens, prompt_len, rng, *, apply_fn, max_new_tokens: i
   """Fills tokens[:, prompt_len:prompt_len+max_new_tokens] one token at a time (causal model: the tail is ignored)."""
   def body(i, tokens):
     pos = prompt_len + i
-    logits = apply_fn({'params': params}, tokens, train=False)
+    logits = apply_fn({'params': params}, {'inputs': tokens}, train=False)['logits']
     logits = jax.lax.dynamic_index_in_dim(logits, pos - 1, axis=1, keepdims=False)
     if temperature > 0:
       next_token = jax.random.categorical(jax.random.fold_in(rng, i), logits / temperature)

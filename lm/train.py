@@ -27,16 +27,22 @@ class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or inf."""
 
 
-def model_inputs(batch: dict) -> tuple:
-  """The positional model arguments a batch carries."""
-  return batch['inputs'], batch['positions'], batch['segment_ids']
+def forward(apply_fn, params, batch: dict, *, config, train: bool, rng=None) -> dict:
+  """The model's outputs for a batch; a second dropout view under 'second_view' if an objective needs one."""
+  rngs = {'dropout': rng} if train else None
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    outputs = apply_fn({'params': params}, batch, train=train, rngs=rngs)
+    if any(objectives.OBJECTIVES[name].views > 1 for name in config.objectives):
+      second_rngs = {'dropout': jax.random.fold_in(rng, 1)} if train else None
+      outputs['second_view'] = apply_fn({'params': params}, batch, train=train, rngs=second_rngs)
+  return outputs
 
 
-def _objective_terms(logits, batch, denominators: dict, weights: dict):
+def _objective_terms(outputs, batch, denominators: dict, config):
   """Weighted total loss and per-objective means (`<name>_loss`, `<name>_accuracy`, ...)."""
   total, out = 0.0, {}
-  for name, weight in weights.items():
-    sums = objectives.OBJECTIVES[name].sums(logits, batch)
+  for name, weight in config.objectives.items():
+    sums = objectives.OBJECTIVES[name].sums(outputs, batch, config)
     total += weight * sums['loss'] / denominators[name]
     out.update({f'{name}_{key}': value / denominators[name] for key, value in sums.items()})
   return total, out
@@ -48,15 +54,18 @@ def _split_microbatches(x, accum: int):
   return jax.lax.with_sharding_constraint(x, P(None, sharding.BATCH_AXES))
 
 
-def train_step(state: TrainState, batch: dict, *, weights: dict, accum: int, schedule):
-  """One optimizer update on a global batch (gradient accumulation over `accum` microbatches inside)."""
-  denominators = {name: objectives.OBJECTIVES[name].denominator(batch) for name in weights}
+def train_step(state: TrainState, batch: dict, *, config, schedule):
+  """One optimizer update on a global batch (gradient accumulation over grad_accum_steps microbatches inside).
+
+  Every objective goes through here: `config.objectives` names them and their weights.
+  """
+  accum = config.grad_accum_steps
+  denominators = {name: objectives.OBJECTIVES[name].denominator(batch) for name in config.objectives}
   step_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params, micro, rng):
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-      logits = state.apply_fn({'params': params}, *model_inputs(micro), train=True, rngs={'dropout': rng})
-    return _objective_terms(logits, micro, denominators, weights)
+    outputs = forward(state.apply_fn, params, micro, config=config, train=True, rng=rng)
+    return _objective_terms(outputs, micro, denominators, config)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum == 1:
@@ -78,14 +87,13 @@ def train_step(state: TrainState, batch: dict, *, weights: dict, accum: int, sch
   return new_state, out
 
 
-def eval_step(params, batch: dict, *, apply_fn, weights: dict) -> dict:
+def eval_step(params, batch: dict, *, apply_fn, config) -> dict:
   """Per-objective SUMS and denominators over one eval batch (accumulated on the host)."""
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-    logits = apply_fn({'params': params}, *model_inputs(batch), train=False)
+  outputs = forward(apply_fn, params, batch, config=config, train=False)
   out = {}
-  for name in weights:
+  for name in config.objectives:
     obj = objectives.OBJECTIVES[name]
-    out[name] = {**obj.sums(logits, batch), 'denominator': obj.denominator(batch)}
+    out[name] = {**obj.sums(outputs, batch, config), 'denominator': obj.denominator(batch)}
   return out
 
 
@@ -106,11 +114,19 @@ def evaluate(p_eval, params, eval_batches: list, weights: dict) -> dict:
   return out
 
 
+def example_batch(config) -> dict:
+  """A one-row dummy batch with the keys the model reads (for init and shape inference)."""
+  batch = {'inputs': jnp.zeros((1, config.seq_len), jnp.int32)}
+  if config.model.type == 'bert':
+    batch['mlm_positions'] = jnp.zeros((1, config.data.max_predictions_per_seq), jnp.int32)
+  return batch
+
+
 def abstract_state(config, model, tx, mesh):
   """(abstract unboxed TrainState, its shardings, init fn): parameters are born sharded by the jitted init."""
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
-    variables = model.init({'params': params_rng}, jnp.zeros((1, config.seq_len), jnp.int32))
+    variables = model.init({'params': params_rng}, example_batch(config))
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx, rng=dropout_rng)
 
   boxed = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
@@ -122,12 +138,11 @@ def abstract_state(config, model, tx, mesh):
 def jit_steps(config, model, shardings, mesh):
   """(train step, eval step), jitted with explicit shardings; the train step donates the state."""
   batch_sharding = sharding.batch_sharding(mesh)
-  weights = dict(config.objectives)
-  step_fn = functools.partial(train_step, weights=weights, accum=config.grad_accum_steps,
+  step_fn = functools.partial(train_step, config=config,
                               schedule=optim.learning_rate_schedule(config.optimizer, config.num_train_steps))
   p_train = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                     donate_argnums=0)
-  eval_fn = functools.partial(eval_step, apply_fn=model.apply, weights=weights)
+  eval_fn = functools.partial(eval_step, apply_fn=model.apply, config=config)
   p_eval = jax.jit(eval_fn, in_shardings=(shardings.params, batch_sharding))
   return p_train, p_eval
 
@@ -210,7 +225,7 @@ class Run:
     writer = metrics.create_writer(self.workdir, self.start_step)
     tokens_per_step = config.batch_size * config.seq_len
     progress = metrics.Progress(config.num_train_steps, self.start_step, tokens_per_step,
-                                metrics.flops_per_token(config.model, config.seq_len, num_params) * tokens_per_step)
+                                metrics.flops_per_token(config, num_params) * tokens_per_step)
     try:
       return self._loop(writer, progress)
     finally:  # also on errors: pending checkpoint writes finish, metrics are flushed

@@ -23,11 +23,24 @@ def test_jsonl_merges_a_step_and_truncates_on_resume(tmp_path):
 
 
 def test_flops_per_token_follows_the_palm_convention():
-  m = base.get_config().model
-  n = 1_000_000
-  assert metrics.flops_per_token(m, 256, n) == 6 * (n - m.max_len * m.d_model) + 12 * m.num_layers * m.d_model * 256
+  c = base.get_config()
+  m, n = c.model, 1_000_000
+  assert metrics.flops_per_token(c, n) == 6 * (n - m.max_len * m.d_model) + 12 * m.num_layers * m.d_model * 256
   m.tie_embeddings = False
-  assert metrics.flops_per_token(m, 256, n) == 6 * (n - (m.max_len + m.vocab_size) * m.d_model) + 12 * 4 * 256 * 256
+  assert metrics.flops_per_token(c, n) == 6 * (n - (m.max_len + m.vocab_size) * m.d_model) + 12 * 4 * 256 * 256
+
+
+def test_encoder_flops_count_the_mlm_head_only_where_it_runs():
+  c = base.get_config()
+  c.model.type, c.model.type_vocab_size, c.data.max_predictions_per_seq = 'bert', 2, 32
+  m, n = c.model, 10_000_000
+  body = n - (m.max_len + 2) * m.d_model
+  head = m.vocab_size * m.d_model + m.d_model ** 2
+  pooler = m.d_model ** 2 + 2 * m.d_model
+  expected = 6 * (body - head * (1 - 32 / 256) - pooler * (1 - 1 / 256)) + 12 * 4 * 256 * 256
+  assert np.isclose(metrics.flops_per_token(c, n), expected)
+  c.objectives = {'contrastive': 1.0}
+  assert np.isclose(metrics.flops_per_token(c, n), 2 * expected)  # two forward/backward passes
 
 
 def test_schedule_warms_up_from_the_first_update_and_ends_at_the_minimum():

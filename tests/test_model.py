@@ -17,10 +17,14 @@ def tiny_model_cfg(**overrides):
   return m
 
 
-def init_apply(model_cfg, inputs, **kwargs):
+def apply(model_cfg, params, inputs, **batch):
+  return models.build(model_cfg).apply({'params': params}, {'inputs': inputs, **batch})['logits']
+
+
+def init_apply(model_cfg, inputs, **batch):
   model = models.build(model_cfg)
-  params = nn.unbox(model.init(jax.random.PRNGKey(0), inputs))['params']
-  return params, model.apply({'params': params}, inputs, **kwargs)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), {'inputs': inputs}))['params']
+  return params, apply(model_cfg, params, inputs, **batch)
 
 
 def tokens(seed=0, shape=(2, 16)):
@@ -33,7 +37,7 @@ def test_future_tokens_do_not_change_past_logits(position):
   x = tokens()
   params, logits = init_apply(cfg, x)
   y = x.at[:, 10:].set((x[:, 10:] + 1) % 97)
-  logits_y = models.build(cfg).apply({'params': params}, y)
+  logits_y = apply(cfg, params, y)
   np.testing.assert_allclose(logits[:, :10], logits_y[:, :10], atol=1e-5)
   assert not np.allclose(logits[:, 10:], logits_y[:, 10:], atol=1e-3)
 
@@ -45,10 +49,10 @@ def test_packed_documents_do_not_attend_to_each_other():
   positions = jnp.array([list(range(6)) + list(range(10))] * 2)
   params, packed = init_apply(cfg, x, positions=positions, segment_ids=segments)
   # The second document alone, at the same positions, gives the same logits: nothing leaks from the first.
-  alone = models.build(cfg).apply({'params': params}, x[:, 6:], positions=positions[:, 6:])
+  alone = apply(cfg, params, x[:, 6:], positions=positions[:, 6:])
   np.testing.assert_allclose(packed[:, 6:], alone, atol=1e-5)
   # Changing the first document changes nothing in the second.
-  other = models.build(cfg).apply({'params': params}, x.at[:, :6].set(5), positions=positions, segment_ids=segments)
+  other = apply(cfg, params, x.at[:, :6].set(5), positions=positions, segment_ids=segments)
   np.testing.assert_allclose(packed[:, 6:], other[:, 6:], atol=1e-5)
 
 
@@ -59,12 +63,12 @@ def test_scan_and_remat_compute_the_same_function():
   blocks = [params[f'block_{i}'] for i in range(2)]
   scanned_params = {k: v for k, v in params.items() if not k.startswith('block_')}
   scanned_params['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
-  out = models.build(scanned_cfg).apply({'params': scanned_params}, x)
+  out = apply(scanned_cfg, scanned_params, x)
   np.testing.assert_allclose(out, reference, atol=1e-5)
 
 
 def test_every_parameter_has_logical_axis_names():
-  variables = models.build(tiny_model_cfg()).init(jax.random.PRNGKey(0), tokens())
+  variables = models.build(tiny_model_cfg()).init(jax.random.PRNGKey(0), {'inputs': tokens()})
   leaves = jax.tree.leaves(variables['params'], is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert leaves and all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
   assert all(len(leaf.names) == leaf.value.ndim for leaf in leaves)
@@ -80,3 +84,50 @@ def test_tied_embeddings_have_no_separate_head():
 def test_bfloat16_compute_returns_float32_logits():
   _, logits = init_apply(tiny_model_cfg(dtype='bfloat16'), tokens())
   assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def bert_cfg(**overrides):
+  return tiny_model_cfg(**{'type': 'bert', 'norm': 'post', 'activation': 'gelu', 'type_vocab_size': 2, **overrides})
+
+
+def init_encoder(cfg, batch):
+  model = models.build(cfg)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))['params']
+  return params, lambda b, **kw: model.apply({'params': params}, b, **kw)
+
+
+def test_encoder_is_bidirectional_and_ignores_padding():
+  x = tokens()
+  segments = jnp.array([[1] * 12 + [0] * 4] * 2)  # last 4 positions are padding
+  batch = {'inputs': x, 'segment_ids': segments, 'token_types': jnp.zeros_like(x)}
+  _, run = init_encoder(bert_cfg(), batch)
+  out = run(batch)['mlm_logits']
+  later = run({**batch, 'inputs': x.at[:, 10].set((x[:, 10] + 1) % 97)})['mlm_logits']
+  assert not np.allclose(out[:, :10], later[:, :10], atol=1e-4)  # earlier positions see a later token
+  padded = run({**batch, 'inputs': x.at[:, 12:].set(3)})['mlm_logits']
+  np.testing.assert_allclose(out[:, :12], padded[:, :12], atol=1e-5)  # padding is invisible
+
+
+def test_encoder_gathers_mlm_positions_and_ties_the_head():
+  x = tokens()
+  batch = {'inputs': x, 'token_types': jnp.ones_like(x)}
+  params, run = init_encoder(bert_cfg(), batch)
+  full = run(batch)
+  positions = jnp.array([[0, 5, 7], [1, 2, 15]])
+  gathered = run({**batch, 'mlm_positions': positions})
+  np.testing.assert_allclose(gathered['mlm_logits'], jnp.take_along_axis(full['mlm_logits'], positions[..., None], 1),
+                             atol=1e-5)
+  assert full['nsp_logits'].shape == (2, 2) and full['pooled'].shape == (2, 32)
+  assert set(params) >= {'embeddings', 'pooler', 'mlm_transform', 'mlm_bias', 'nsp_head', 'block_0'}
+  assert 'token_type' in params['embeddings'] and 'norm' in params['embeddings']  # BERT: types + embedding LN
+  assert not any('vocab' in str(k) for k in params['mlm_transform'])  # output projection = word embeddings
+
+
+def test_encoder_pre_ln_option_and_dropout_views_differ():
+  x = tokens()
+  _, run = init_encoder(bert_cfg(norm='pre', dropout=0.1), {'inputs': x})
+  one = run({'inputs': x}, train=True, rngs={'dropout': jax.random.PRNGKey(1)})['pooled']
+  two = run({'inputs': x}, train=True, rngs={'dropout': jax.random.PRNGKey(2)})['pooled']
+  same = run({'inputs': x}, train=False)['pooled']
+  assert not np.allclose(one, two, atol=1e-4)
+  np.testing.assert_allclose(same, run({'inputs': x}, train=False)['pooled'])

@@ -51,8 +51,31 @@ def reference(tiny_config, batches):
 def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
   losses, state = run_steps(tiny_config, mesh_shape, batches)
   np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
+  # Adam divides by sqrt(v): where a gradient is ~0, summation-order noise (~1e-9) becomes an lr-scaled step, so a
+  # handful of coordinates differ by ~1e-5 after 3 steps at lr 1e-2; the losses above are the criterion.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4),
                state.params, reference[1].params)
+
+
+@pytest.fixture(scope='module')
+def bert_setup():
+  from configs import bert_tiny
+  config = bert_tiny.get_config('test')
+  config.model.dropout = 0.1  # dropout masks must also agree across meshes
+  _, rows, _ = pipeline.prepare(config)
+  iterator = pipeline.train_iterator(config, rows, 0, 1)
+  return config, [next(iterator) for _ in range(2)]
+
+
+def test_encoder_same_losses_on_one_device_and_2x2x2(bert_setup):
+  config, batches = bert_setup
+  reference, _ = run_steps(config, (1, 1, 1), batches)
+  losses, state = run_steps(config, (2, 2, 2), batches)
+  np.testing.assert_allclose(losses[0], reference[0], rtol=1e-6)  # same init, same dropout masks, same loss
+  # Adam's first update is ~lr·sign(g): coordinates with a ~0 gradient can step either way on another summation
+  # order, so later losses agree to 1e-4 (the tolerance of the scale-out equivalence tests), not bitwise.
+  np.testing.assert_allclose(losses, reference, rtol=1e-4)
+  assert state.params['embeddings']['token']['embedding'].sharding.spec == P('tensor', 'fsdp')
 
 
 def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):

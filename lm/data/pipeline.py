@@ -1,11 +1,13 @@
-"""From config to batches: tokenize each split once (cached), pack into rows, and iterate with grain.
+"""From config to batches: tokenize each split once (cached), cut into examples, and iterate with grain.
 
   tokenizer, train_rows, eval_rows = pipeline.prepare(config)
   it = pipeline.train_iterator(config, train_rows)       # grain DatasetIterator: next(it), get_state/set_state
   eval_batches = pipeline.eval_batches(config, eval_rows)  # the same list every evaluation
 
-Each batch is a dict of numpy arrays (see `packing.PackedSequences`) whose leading dimension is this process's
-share of config.batch_size.
+Each batch is a dict of numpy arrays whose leading dimension is this process's share of config.batch_size: packed
+rows (`packing.PackedSequences`) for model.type 'gpt', BERT sentence pairs with MLM masks (`bert.SentencePairs`)
+for 'bert'. A BERT example is drawn by grain's random_map from (seed, global example index) before the batch is
+split across processes, so it does not depend on the process count, and an epoch repeat draws fresh pairs and masks.
 """
 import hashlib
 import pathlib
@@ -16,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from lm.data import bert
 from lm.data import cache
 from lm.data import packing
 from lm.data import sources
@@ -23,6 +26,7 @@ from lm.data import tokenizer as tokenizer_lib
 from lm.data.errors import DataError
 
 _ENCODE_CHUNK = 1024  # documents encoded per call while tokenizing a split
+Examples = packing.PackedSequences | bert.SentencePairs  # what prepare() returns per split
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -50,8 +54,8 @@ def _write_tokens(tokenizer: tokenizer_lib.Tokenizer, documents: sources.Documen
 
 
 def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
-               documents: sources.Documents, directory: pathlib.Path, split: str) -> packing.PackedSequences:
-  """Tokenizes `documents` into `directory` unless already there, and returns their rows."""
+               documents: sources.Documents, directory: pathlib.Path, split: str) -> Examples:
+  """Tokenizes `documents` into `directory` unless already there, and returns their rows (or BERT pairs)."""
   bin_path, starts_path = directory / f'{split}.bin', directory / f'{split}_doc_starts.npy'
   if not (starts_path.is_file() and bin_path.is_file()):
     logging.info('Tokenizing %d %s documents -> %s', len(documents), split, bin_path)
@@ -64,12 +68,16 @@ def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Token
                     f'row of seq_len+1={config.seq_len + 1}; lower --config.seq_len or give the split more data '
                     '(data.eval_fraction, data.max_documents, data.path)')
   tokens = np.memmap(bin_path, dtype=dtype, mode='r', shape=(num_tokens,))
+  if config.model.type == 'bert':
+    return bert.SentencePairs.from_config(config, tokenizer, tokens, doc_starts)
   return packing.PackedSequences(tokens, doc_starts, config.seq_len, config.data.packing)
 
 
-def prepare(config: ml_collections.ConfigDict
-            ) -> tuple[tokenizer_lib.Tokenizer, packing.PackedSequences, packing.PackedSequences]:
-  """Returns (tokenizer, train rows, eval rows), tokenizing each split once into the cache.
+def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer, Examples, Examples]:
+  """Returns (tokenizer, train examples, eval examples), tokenizing each split once into the cache.
+
+  The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors when model.type is 'bert'
+  (the same cached token stream either way).
 
   Cache entry: `<cache>/tokens/<key>/{train,eval}.bin` (raw uint16, or uint32 for vocabularies over 65536) and
   `{train,eval}_doc_starts.npy`; key = sha256 of both splits' document fingerprints and the tokenizer model.
@@ -84,6 +92,13 @@ def prepare(config: ml_collections.ConfigDict
   return tokenizer, train_rows, eval_rows
 
 
+def _make_examples(ds: grain.MapDataset, rows: Examples, seed: int) -> grain.MapDataset:
+  """BERT anchors -> examples by a random map seeded by (seed, index in `ds`); packed rows are examples already."""
+  if isinstance(rows, bert.SentencePairs):
+    return ds.random_map(rows.make_example, seed=seed)
+  return ds
+
+
 def _local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> int:
   if config.batch_size % process_count:
     raise DataError(f'batch_size: {config.batch_size} does not divide by the {process_count} processes; set '
@@ -91,13 +106,15 @@ def _local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> 
   return config.batch_size // process_count
 
 
-def train_iterator(config: ml_collections.ConfigDict, rows: packing.PackedSequences,
+def train_iterator(config: ml_collections.ConfigDict, rows: Examples,
                    process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
   """An endless iterator over this process's training batches; checkpoint it with get_state()/set_state().
 
   Rows are shuffled (if data.shuffle) with config.seed and reshuffled every epoch; global step s takes rows
   s*B .. s*B+B-1 of that order (B = batch_size) and process p gets every process_count-th of them, so the
-  processes' batches of a step are disjoint and together are the one-process batch.
+  processes' batches of a step are disjoint and together are the one-process batch. BERT examples are made from
+  their anchors by `rows.make_example` with an rng seeded by (config.seed, position in the repeated order), so
+  every epoch has new pairs and masks, and a resumed iterator reproduces them.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -105,20 +122,23 @@ def train_iterator(config: ml_collections.ConfigDict, rows: packing.PackedSequen
   ds = grain.MapDataset.source(rows)
   if config.data.shuffle:
     ds = ds.shuffle(seed=config.seed)
-  ds = ds.repeat(None)[process_index::process_count].batch(local_batch, drop_remainder=True)
+  ds = _make_examples(ds.repeat(None), rows, config.seed)
+  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
   options = grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)
   return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(config: ml_collections.ConfigDict, rows: packing.PackedSequences,
+def eval_batches(config: ml_collections.ConfigDict, rows: Examples,
                  process_index: int | None = None, process_count: int | None = None) -> list[dict[str, np.ndarray]]:
   """The first config.eval_steps batches of the eval rows in order (wrapping around a small split).
 
-  Sliced across processes like `train_iterator`; the same list every call, so evaluations are comparable.
+  Sliced across processes like `train_iterator`; the same list every call, so evaluations are comparable (BERT
+  examples use the fixed seed config.seed + 1: the same pairs and masks every evaluation).
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   local_batch = _local_batch_size(config, process_count)
-  ds = grain.MapDataset.source(rows).repeat(None)[process_index::process_count]
+  ds = _make_examples(grain.MapDataset.source(rows).repeat(None), rows, config.seed + 1)
+  ds = ds[process_index::process_count]
   ds = ds.batch(local_batch, drop_remainder=True)
   return [ds[step] for step in range(config.eval_steps)]

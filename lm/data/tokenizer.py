@@ -11,6 +11,7 @@ import pathlib
 
 from absl import logging
 import ml_collections
+import numpy as np
 import sentencepiece as spm
 
 from lm.data import cache
@@ -24,6 +25,9 @@ MASK, CLS, SEP = '[MASK]', '[CLS]', '[SEP]'
 MASK_ID, CLS_ID, SEP_ID = 4, 5, 6
 _SPECIAL_PIECES = ((PAD_ID, PAD), (UNK_ID, UNK), (BOS_ID, BOS), (EOS_ID, EOS), (MASK_ID, MASK), (CLS_ID, CLS),
                    (SEP_ID, SEP))
+NUM_SPECIAL_IDS = len(_SPECIAL_PIECES)  # ids below this are special; ordinary pieces are [NUM_SPECIAL_IDS, vocab)
+_WORD_START = '\u2581'  # SentencePiece's whitespace marker '▁': a piece that starts with it begins a word
+_WHITESPACE_BYTES = frozenset(f'<0x{b:02X}>' for b in b'\t\n\v\f\r ')  # byte-fallback pieces of whitespace
 
 # Fixed SentencePiece training settings (the config adds vocab_size, model_type and input_sentence_size).
 _TRAIN_SETTINGS = dict(
@@ -96,6 +100,28 @@ class Tokenizer:
   def sep_id(self) -> int:
     return SEP_ID
 
+  @property
+  def newline_id(self) -> int | None:
+    """The id of the piece that is exactly '\\n' (with byte fallback: '<0x0A>'), or None if there is none."""
+    for piece in ('\n', '<0x0A>'):
+      piece_id = self._sp.piece_to_id(piece)
+      if piece_id != UNK_ID:
+        return piece_id
+    return None
+
+  def word_starts(self) -> np.ndarray:
+    """bool [vocab_size]: True for pieces that begin a word, False for pieces that continue the one before.
+
+    A word starts at a piece beginning with '▁' (SentencePiece's mark of preceding whitespace), at the byte piece
+    of a whitespace character ('<0x0A>' for a newline, which SentencePiece never folds into '▁'), and at every
+    special token; any other piece (e.g. '():' in '▁f', '():') continues the word before it.
+    """
+    starts = np.zeros(self.vocab_size, bool)
+    for i in range(self.vocab_size):
+      piece = self._sp.id_to_piece(i)
+      starts[i] = (i < NUM_SPECIAL_IDS or piece.startswith(_WORD_START) or piece in _WHITESPACE_BYTES
+                   or self._sp.is_control(i) or self._sp.is_unknown(i))
+    return starts
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without bos or eos."""
@@ -108,6 +134,10 @@ class Tokenizer:
   def decode(self, ids) -> str:
     """The text of `ids`, leaving out pad, bos and eos."""
     return self._sp.decode([int(i) for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
+
+  def id_to_piece(self, token_id: int) -> str:
+    """The vocabulary piece of one id (e.g. '▁import', '<0x0A>', '[MASK]')."""
+    return self._sp.id_to_piece(int(token_id))
 
 
 def _lines(documents: sources.Documents):

@@ -1,11 +1,13 @@
-"""Model registry: `config.model.type` -> module class."""
-from lm.models import decoder, layers
+"""Model registry: `config.model.type` -> module class. Every model takes a batch dict and returns a dict."""
+from lm.models import decoder, encoder, layers
 
-MODELS = {'gpt': decoder.Decoder}
+MODELS = {'gpt': decoder.Decoder, 'bert': encoder.Encoder}
+CAUSAL = {'gpt': True, 'bert': False}
 
 
 def build(model_cfg):
   """Instantiates the linen module named by `model_cfg.type` from `config.model`."""
   if model_cfg.type not in MODELS:
     raise ValueError(f'model.type={model_cfg.type!r} is unknown; choose one of {sorted(MODELS)}')
-  return MODELS[model_cfg.type](layers.ModelConfig.from_config(model_cfg))
+  cfg = layers.ModelConfig.from_config(model_cfg, causal=CAUSAL[model_cfg.type])
+  return MODELS[model_cfg.type](cfg)

@@ -1,35 +1,34 @@
-"""GPT-style decoder: token (+ learned position) embeddings, pre-LN causal blocks, final LN, tied output."""
+"""GPT-style decoder: embeddings, causal blocks (pre-LN by default), final LN, tied output projection."""
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from lm.models import layers
 
 
+def default_positions(inputs):
+  """0..T-1 for every row."""
+  return jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
+
+
 class Decoder(nn.Module):
-  """Causal language model. `__call__` returns float32 logits [B, T, vocab]."""
+  """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
+  {'logits': float32 [B, T, vocab]}."""
   cfg: layers.ModelConfig
 
   @nn.compact
-  def __call__(self, inputs, positions=None, segment_ids=None, train: bool = False):
+  def __call__(self, batch: dict, train: bool = False):
     cfg = self.cfg
-    if positions is None:
-      positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='embed',
-                     embedding_init=layers.logical_init(layers.dense_init(), ('vocab', 'embed')))
-    x = embed(inputs)
-    if cfg.position == 'learned':
-      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='pos_embed',
-                           embedding_init=layers.logical_init(layers.dense_init(0.01), (None, 'embed')))
-      x = x + pos_embed(positions)
-    x = nn.with_logical_constraint(x, layers.ACTIVATION_AXES)
-    x = nn.Dropout(cfg.dropout)(x, deterministic=not train)
-    x = layers.stack_blocks(layers.PreLNBlock, cfg, not train, x, layers.attention_mask(segment_ids), positions)
-    x = layers.layer_norm(cfg, 'ln_final')(x)
+    inputs = batch['inputs']
+    positions = batch['positions'] if 'positions' in batch else default_positions(inputs)
+    embeddings = layers.Embeddings(cfg, name='embeddings')
+    x = embeddings(inputs, positions, deterministic=not train)
+    x = layers.stack_blocks(cfg, not train, x, layers.attention_mask(batch.get('segment_ids')), positions)
+    if cfg.norm == 'pre':
+      x = layers.layer_norm(cfg, 'ln_final')(x)
     if cfg.tie_embeddings:
-      logits = embed.attend(x)
+      logits = embeddings.attend(x)
     else:
       logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='lm_head',
                         kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))(x)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
-    return logits.astype(jnp.float32)
+    return {'logits': logits.astype(jnp.float32)}

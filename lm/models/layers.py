@@ -4,7 +4,7 @@ Every parameter carries logical axis names (`batch`, `length`, `embed`, `mlp`, `
 `lm/sharding.py` maps them to mesh axes. Activations are constrained at block boundaries.
 """
 import dataclasses
-from typing import Callable
+import functools
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,9 @@ class ModelConfig:
   attention_impl: str = 'xla'
   remat: str = 'none'
   scan_layers: bool = False
+  norm: str = 'pre'
+  activation: str = 'gelu_tanh'
+  type_vocab_size: int = 0
   causal: bool = True
 
   @classmethod
@@ -56,7 +59,7 @@ def dense_init(std: float = 0.02):
   return nn.initializers.normal(stddev=std)
 
 
-def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
   """LayerNorm with logically partitioned scale and bias."""
   return nn.LayerNorm(
       epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
@@ -124,10 +127,49 @@ class Attention(nn.Module):
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 
+ACTIVATIONS = {
+    'gelu_tanh': functools.partial(nn.gelu, approximate=True),  # GPT-2
+    'gelu': functools.partial(nn.gelu, approximate=False),  # BERT (exact, erf)
+}
+
+
+class Embeddings(nn.Module):
+  """Token (+ learned position) (+ token-type) embeddings, LayerNorm for post-LN models, dropout.
+
+  `attend` is the tied output projection onto the token table.
+  """
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    embed = functools.partial(nn.Embed, features=cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    self.token = embed(cfg.vocab_size, embedding_init=logical_init(dense_init(), ('vocab', 'embed')))
+    if cfg.position == 'learned':
+      self.position = embed(cfg.max_len, embedding_init=logical_init(dense_init(0.01), (None, 'embed')))
+    if cfg.type_vocab_size:
+      self.token_type = embed(cfg.type_vocab_size, embedding_init=logical_init(dense_init(), (None, 'embed')))
+    if cfg.norm == 'post':
+      self.norm = layer_norm(cfg)
+    self.dropout = nn.Dropout(cfg.dropout)
+
+  def __call__(self, inputs, positions, token_types=None, deterministic: bool = True):
+    x = self.token(inputs)
+    if self.cfg.position == 'learned':
+      x = x + self.position(positions)
+    if self.cfg.type_vocab_size:
+      x = x + self.token_type(jnp.zeros_like(inputs) if token_types is None else token_types)
+    if self.cfg.norm == 'post':
+      x = self.norm(x)
+    x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+    return self.dropout(x, deterministic=deterministic)
+
+  def attend(self, x):
+    return self.token.attend(x)
+
+
 class Mlp(nn.Module):
   """Position-wise feed-forward: dense -> GELU -> dense."""
   cfg: ModelConfig
-  activation: Callable = nn.gelu
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
@@ -135,24 +177,34 @@ class Mlp(nn.Module):
     h = nn.Dense(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_in',
                  kernel_init=logical_init(dense_init(), ('embed', 'mlp')),
                  bias_init=logical_init(nn.initializers.zeros, ('mlp',)))(x)
-    h = nn.with_logical_constraint(self.activation(h), ('batch', 'length', 'mlp'))
+    h = nn.with_logical_constraint(ACTIVATIONS[cfg.activation](h), ('batch', 'length', 'mlp'))
     out = nn.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_out',
                    kernel_init=logical_init(dense_init(0.02 / (2 * cfg.num_layers) ** 0.5), ('mlp', 'embed')),
                    bias_init=logical_init(nn.initializers.zeros, ('embed',)))(h)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 
-class PreLNBlock(nn.Module):
-  """x + attn(LN(x)), then + mlp(LN(x)). Signature (carry, mask, positions) -> (carry, None) for nn.scan."""
+class Block(nn.Module):
+  """A transformer block. Signature (carry, mask, positions) -> (carry, None), as nn.scan wants.
+
+  norm='pre' (GPT-2): x + attn(LN(x)), then + mlp(LN(.)). norm='post' (original BERT): LN(x + attn(x)), then
+  LN(. + mlp(.)).
+  """
   cfg: ModelConfig
   deterministic: bool = True
 
   @nn.compact
   def __call__(self, x, mask, positions):
+    cfg = self.cfg
+    attn, mlp = Attention(cfg, name='attn'), Mlp(cfg, name='mlp')
+    ln_attn, ln_mlp = layer_norm(cfg, 'ln_attn'), layer_norm(cfg, 'ln_mlp')
     x = nn.with_logical_constraint(x, ACTIVATION_AXES)
-    h = Attention(self.cfg, name='attn')(layer_norm(self.cfg, 'ln_attn')(x), mask, positions, self.deterministic)
-    x = x + h
-    x = x + Mlp(self.cfg, name='mlp')(layer_norm(self.cfg, 'ln_mlp')(x), self.deterministic)
+    if cfg.norm == 'pre':
+      x = x + attn(ln_attn(x), mask, positions, self.deterministic)
+      x = x + mlp(ln_mlp(x), self.deterministic)
+    else:
+      x = ln_attn(x + attn(x, mask, positions, self.deterministic))
+      x = ln_mlp(x + mlp(x, self.deterministic))
     return nn.with_logical_constraint(x, ACTIVATION_AXES), None
 
 
@@ -162,8 +214,9 @@ _REMAT_POLICIES = {
 }
 
 
-def stack_blocks(block_cls, cfg: ModelConfig, deterministic: bool, x, mask, positions):
+def stack_blocks(cfg: ModelConfig, deterministic: bool, x, mask, positions):
   """Applies cfg.num_layers blocks, optionally rematerialised and/or scanned (one compiled block)."""
+  block_cls = Block
   if cfg.remat != 'none':
     block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:

@@ -1,0 +1,40 @@
+"""Heads on top of a transformer body: pooler over [CLS], the MLM transform, NSP."""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lm.models import layers
+
+
+def _dense(cfg: layers.ModelConfig, features: int, axes: tuple, name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                  kernel_init=layers.logical_init(layers.dense_init(), axes),
+                  bias_init=layers.logical_init(nn.initializers.zeros, axes[-1:]))
+
+
+class Pooler(nn.Module):
+  """BERT pooler: tanh(dense(hidden state of the first token, [CLS]))."""
+  cfg: layers.ModelConfig
+
+  @nn.compact
+  def __call__(self, first_token):
+    return jnp.tanh(_dense(self.cfg, self.cfg.d_model, ('embed', 'mlp'), 'dense')(first_token))
+
+
+class MlmTransform(nn.Module):
+  """dense -> GELU -> LayerNorm, applied before the tied output projection of the MLM head."""
+  cfg: layers.ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    x = layers.ACTIVATIONS[cfg.activation](_dense(cfg, cfg.d_model, ('embed', 'mlp'), 'dense')(x))
+    return layers.layer_norm(cfg, 'ln')(x)
+
+
+class NspHead(nn.Module):
+  """Next-sentence prediction: 2 logits from the pooled [CLS] (0 = B follows A, 1 = B is random)."""
+  cfg: layers.ModelConfig
+
+  @nn.compact
+  def __call__(self, pooled):
+    return _dense(self.cfg, 2, ('mlp', None), 'dense')(pooled)
