@@ -91,3 +91,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
   ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)
   return c
+
+
+def bert(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into an original-BERT-style encoder run (MLM + NSP); shapes and schedule stay the caller's."""
+  c.objectives = {'mlm': 1.0, 'nsp': 1.0}
+  c.model.type = 'bert'
+  c.model.norm = 'post'
+  c.model.activation = 'gelu'
+  c.model.type_vocab_size = 2
+  c.model.layer_norm_eps = 1e-12
+  c.model.dropout = 0.1
+  c.optimizer.weight_decay = 0.01
+  return c

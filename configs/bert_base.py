@@ -14,7 +14,7 @@ from configs import base
 def get_config(arg: str | None = None):
   """bert_base. Vocabulary 30528 (BERT's 30522 rounded up to a multiple of 64), SentencePiece on the corpus."""
   del arg
-  c = base.get_config()
+  c = base.bert(base.get_config())
   c.num_train_steps = 1_000_000
   c.batch_size = 256
   c.seq_len = 512
@@ -22,19 +22,12 @@ def get_config(arg: str | None = None):
   c.eval_every_steps = 10_000
   c.eval_steps = 16
   c.checkpoint_every_steps = 10_000
-  c.objectives = {'mlm': 1.0, 'nsp': 1.0}
-  c.model.type = 'bert'
-  c.model.norm = 'post'
-  c.model.activation = 'gelu'
-  c.model.type_vocab_size = 2
-  c.model.layer_norm_eps = 1e-12
   c.model.num_layers = 12
   c.model.num_heads = 12
   c.model.d_model = 768
   c.model.d_ff = 3072
   c.model.vocab_size = 30528
   c.model.max_len = 512
-  c.model.dropout = 0.1
   c.data.max_predictions_per_seq = 80
   c.optimizer.learning_rate = 1e-4
   c.optimizer.schedule = 'linear'
@@ -42,5 +35,4 @@ def get_config(arg: str | None = None):
   c.optimizer.warmup_steps = 10_000
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-6
-  c.optimizer.weight_decay = 0.01
   return c

@@ -13,7 +13,7 @@ from configs import base
 def get_config(arg: str | None = None):
   """bert_tiny[:simcse][,test]."""
   variants = set((arg or '').split(','))
-  c = base.get_config()
+  c = base.bert(base.get_config())
   c.num_train_steps = 300
   c.batch_size = 32
   c.seq_len = 128
@@ -21,26 +21,17 @@ def get_config(arg: str | None = None):
   c.eval_every_steps = 100
   c.eval_steps = 8
   c.checkpoint_every_steps = 100
-  c.objectives = {'mlm': 1.0, 'nsp': 1.0}
-  c.model.type = 'bert'
-  c.model.norm = 'post'
-  c.model.activation = 'gelu'
-  c.model.type_vocab_size = 2
-  c.model.layer_norm_eps = 1e-12
   c.model.num_layers = 4
   c.model.num_heads = 4
   c.model.d_model = 256
   c.model.d_ff = 1024
   c.model.max_len = 128
-  c.model.dropout = 0.1
   c.data.max_predictions_per_seq = 20
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 30
-  c.optimizer.weight_decay = 0.01
   if 'simcse' in variants:
     c.objectives = {'contrastive': 1.0}
     c.data.mask_prob = 0.0
-    c.optimizer.learning_rate = 1e-3
   if 'test' in variants:
     c.num_train_steps, c.batch_size, c.seq_len, c.model.max_len = 20, 8, 64, 64
     c.model.num_layers, c.model.d_model, c.model.d_ff, c.model.vocab_size = 2, 64, 256, 1024

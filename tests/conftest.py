@@ -27,6 +27,13 @@ def run_lm(*args: str, module: str = 'lm.main', timeout: int = 600) -> subproces
                         timeout=timeout)
 
 
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of a workdir's metrics.jsonl."""
+  import json
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
 @pytest.fixture(scope='session')
 def lm_cli():
   return run_lm

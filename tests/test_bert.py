@@ -1,5 +1,4 @@
 """BERT pretraining end to end (MLM + NSP through the one train loop), resume, SimCSE, fill-mask."""
-import json
 import os
 import shutil
 
@@ -7,14 +6,11 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import read_metrics
+
 from lm import objectives
 
 BERT = '--config=configs/bert_tiny.py:test'
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')

@@ -9,14 +9,11 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import read_metrics
+
 from lm import models, optim, sharding, train
 
 TINY = '--config=configs/gpt_tiny.py:test'
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')
@@ -105,6 +102,10 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_config, tiny_data):
     state, p_train = _step_setup(config, mesh)
     with jax.set_mesh(mesh):
       state, metrics = p_train(state, sharding.global_batch(batch, mesh))
-    results.append((float(metrics['train/loss']), jax.device_get(state.params)))
-  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=2e-6), results[0][1], results[1][1])
+    adam_mu = state.opt_state[1][0].mu  # = (1 - b1) * (clipped) gradient after one step: linear in the gradient
+    results.append((float(metrics['train/loss']), jax.device_get(adam_mu), jax.device_get(state.params)))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)  # the same loss ...
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-8), results[0][1], results[1][1])  # ... grads
+  # Adam's first update is ~lr·g/|g|: a coordinate whose gradient is ~1e-9 (summation noise) can move by a visible
+  # fraction of lr either way, so the updated parameters agree to 1e-4, not bitwise.
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-4), results[0][2], results[1][2])

@@ -5,11 +5,6 @@ import jax.numpy as jnp
 from lm.models import layers
 
 
-def default_positions(inputs):
-  """0..T-1 for every row."""
-  return jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-
-
 class Decoder(nn.Module):
   """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
   {'logits': float32 [B, T, vocab]}."""
@@ -18,13 +13,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, batch: dict, train: bool = False):
     cfg = self.cfg
-    inputs = batch['inputs']
-    positions = batch['positions'] if 'positions' in batch else default_positions(inputs)
-    embeddings = layers.Embeddings(cfg, name='embeddings')
-    x = embeddings(inputs, positions, deterministic=not train)
-    x = layers.stack_blocks(cfg, not train, x, layers.attention_mask(batch.get('segment_ids')), positions)
-    if cfg.norm == 'pre':
-      x = layers.layer_norm(cfg, 'ln_final')(x)
+    x, embeddings = layers.body(cfg, batch, train)
     if cfg.tie_embeddings:
       logits = embeddings.attend(x)
     else:

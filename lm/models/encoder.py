@@ -4,7 +4,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lm.models import heads, layers
-from lm.models.decoder import default_positions
 
 
 class Encoder(nn.Module):
@@ -16,13 +15,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, batch: dict, train: bool = False):
     cfg = self.cfg
-    inputs = batch['inputs']
-    positions = batch['positions'] if 'positions' in batch else default_positions(inputs)
-    embeddings = layers.Embeddings(cfg, name='embeddings')
-    x = embeddings(inputs, positions, batch.get('token_types'), deterministic=not train)
-    x = layers.stack_blocks(cfg, not train, x, layers.attention_mask(batch.get('segment_ids')), positions)
-    if cfg.norm == 'pre':
-      x = layers.layer_norm(cfg, 'ln_final')(x)
+    x, embeddings = layers.body(cfg, batch, train)
     pooled = heads.Pooler(cfg, name='pooler')(x[:, 0])
     masked = x
     if 'mlm_positions' in batch:  # gather first: the vocab projection runs only where there is a prediction

@@ -228,3 +228,19 @@ def stack_blocks(cfg: ModelConfig, deterministic: bool, x, mask, positions):
   for i in range(cfg.num_layers):
     x, _ = block_cls(cfg, deterministic, name=f'block_{i}')(x, mask, positions)
   return x
+
+
+def body(cfg: ModelConfig, batch: dict, train: bool):
+  """Embeddings -> blocks (-> final LN for pre-LN): the part every model shares. Returns (hidden, embeddings).
+
+  Call it from a model's compact `__call__`; the submodules it creates belong to that model.
+  """
+  inputs = batch['inputs']
+  positions = batch['positions'] if 'positions' in batch else jnp.broadcast_to(
+      jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
+  embeddings = Embeddings(cfg, name='embeddings')
+  x = embeddings(inputs, positions, batch.get('token_types'), deterministic=not train)
+  x = stack_blocks(cfg, not train, x, attention_mask(batch.get('segment_ids')), positions)
+  if cfg.norm == 'pre':
+    x = layer_norm(cfg, 'ln_final')(x)
+  return x, embeddings
