@@ -2,7 +2,8 @@
 
   python -m lm.main --config=configs/bert_base.py
   # a quick check of the shape on a CPU:
-  python -m lm.main --config=configs/bert_base.py --config.num_train_steps=1 --config.batch_size=2 --config.seq_len=64
+  python -m lm.main --config=configs/bert_base.py --config.num_train_steps=1 --config.batch_size=2 --config.seq_len=64 \
+      --config.data.max_predictions_per_seq=10
 
 Hyper-parameters follow Devlin et al. (2019): AdamW 1e-4, 10k warmup, linear decay, weight decay 0.01, dropout 0.1,
 max_predictions_per_seq 80 at length 512. The embedded corpus (~3M tokens) is small for 110M parameters: point

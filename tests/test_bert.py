@@ -92,3 +92,13 @@ def test_contrastive_views_differ_only_by_dropout(dropout):
     np.testing.assert_array_equal(one, two)
   sums = objectives.contrastive_sums(outputs, batch, config)
   assert sums['loss'].shape == () and 0 <= float(sums['accuracy']) <= 4
+
+
+def test_bert_tiny_cuts_mlm_loss_by_20_percent_in_60_steps(lm_cli, tmp_path):
+  """The real bert_tiny config (vocab 8192, 32x128 tokens per step), shortened to 60 steps."""
+  workdir = str(tmp_path / 'wd')
+  result = lm_cli('--config=configs/bert_tiny.py', f'--workdir={workdir}', '--config.num_train_steps=60',
+                  '--config.eval_every_steps=0', '--config.eval_steps=2', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  mlm = [r['train/mlm_loss'] for r in read_metrics(workdir) if 'train/mlm_loss' in r]
+  assert len(mlm) == 6 and mlm[-1] < 0.8 * mlm[0], mlm  # mlm[0] is the mean over steps 1-10
