@@ -17,11 +17,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.grad_accum_steps = 1  # microbatches per optimizer update (batch_size must divide by it)
   c.log_every_steps = 10  # train metrics + progress line every N steps
   c.eval_every_steps = 100  # eval loss/perplexity every N steps (and at the end); 0 = only at the end
-  c.eval_steps = 8  # eval batches per evaluation (the same batches every time)
+  c.eval_steps = 8  # eval batches per evaluation, the same every time (0 = the whole eval split, last batch padded)
   c.checkpoint_every_steps = 200  # orbax checkpoint every N steps (and at the end)
   c.keep_checkpoints = 3  # keep the last K checkpoints
   c.async_checkpoints = True  # write checkpoints in a background thread
-  c.init_from = ''  # workdir of a pretrained run to initialise from ('' = from scratch)
+  c.init_from = ''  # workdir of a pretrained run: load its matching parameters, fresh optimizer ('' = from scratch)
+  c.best_metric = ''  # eval metric choosing the best checkpoint, kept in <workdir>/best ('' = none): eval/accuracy
+  c.early_stopping_patience = 0  # stop after N evals without a new best best_metric (0 = never stop early)
+  c.forgetting_every_steps = 0  # every N steps: init_from's pretraining objective -> eval/pretrain_loss (0 = off)
+  c.forgetting_eval_steps = 4  # batches of init_from's eval data per forgetting evaluation
   c.objectives = ml_collections.ConfigDict({'clm': 1.0})  # objective name -> loss weight (see lm/objectives.py)
   c.num_samples = 0  # text samples generated from the final model at the end of training
   c.sample_max_new_tokens = 64  # length of each end-of-training sample
@@ -33,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
   m.activation = 'gelu_tanh'  # MLP activation: 'gelu_tanh' (GPT-2's approximation) or 'gelu' (exact, BERT)
   m.type_vocab_size = 0  # token-type (segment A/B) embeddings: 2 for BERT, 0 = none
+  m.num_labels = 0  # classification head size (data.task='classify'; 0 = from the dataset's labels)
   m.num_layers = 4  # transformer blocks
   m.num_heads = 4  # attention heads
   m.d_model = 256  # hidden size
@@ -51,9 +56,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
 
   c.data = d = ml_collections.ConfigDict()  # corpus, tokenizer and input pipeline
-  d.source = 'embedded'  # 'embedded' (stdlib sources + pydoc topics), 'text', 'jsonl' or 'tfds'
+  d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label) or 'sft' (instruction JSONL)
+  d.source = 'embedded'  # 'embedded' (stdlib text; per task, see WORKSPACE.md), 'text', 'jsonl', 'csv' or 'tfds'
   d.path = ''  # file or glob for 'text' / 'jsonl' (comma-separated for several)
-  d.text_key = 'text'  # field holding the text in 'jsonl' records and tfds examples
+  d.text_key = 'text'  # field holding the text in 'jsonl'/'csv' records and tfds examples
+  d.text_b_key = ''  # classify: field of the second text of a pair, e.g. 'hypothesis' ('' = single texts)
+  d.label_key = 'label'  # classify: field of the label (integer, or strings mapped to ids in sorted order)
+  d.eval_path = ''  # classify/sft: jsonl/csv file(s) of the eval split ('' = hold out eval_fraction of data.path)
   d.tfds_name = ''  # tfds dataset name for source='tfds', e.g. 'lm1b' or 'wikipedia/20230601.en'
   d.tfds_data_dir = ''  # tfds data_dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
   d.train_split = 'train'  # tfds split used for training
@@ -85,6 +94,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.eps = 1e-8  # Adam epsilon
   o.weight_decay = 0.1  # decoupled weight decay; applied to kernels only (not biases, norms, embeddings)
   o.grad_clip_norm = 1.0  # clip gradients to this global norm (0 = off)
+  o.layer_decay = 1.0  # layer-wise LR decay: block i of L gets lr * layer_decay**(L - i), embeddings **(L+1) (1 = off)
+  o.freeze_embeddings = False  # no update (and no optimizer state) for the embedding tables
+  o.freeze_layers = 0  # freeze the first K transformer blocks
+  o.freeze_all_but_head = False  # train only the task head (classification head; linear probing)
+  o.freeze_patterns = ''  # comma-separated regexes: parameters whose path (block_0/attn/query/kernel) matches freeze
 
   c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor); product = device count
   ms.data = -1  # data-parallel axis size (-1 = all devices left over)
@@ -103,4 +117,24 @@ def bert(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.layer_norm_eps = 1e-12
   c.model.dropout = 0.1
   c.optimizer.weight_decay = 0.01
+  return c
+
+
+# Fine-tuning learning-rate presets (peak LR); `finetune(c, preset)` applies one. 'bert' is the BERT paper's middle
+# value for base-size models; the few-million-parameter tiny models, briefly pretrained, want 'tiny'.
+FINETUNE_PRESETS = {'gentle': 1e-5, 'bert': 2e-5, 'fast': 1e-4, 'tiny': 1e-3}
+
+
+def finetune(c: ml_collections.ConfigDict, preset: str = 'bert') -> ml_collections.ConfigDict:
+  """Turns `c` into a fine-tuning run: a small peak LR from FINETUNE_PRESETS, 10% warmup, linear decay to 0,
+  Adam b2 0.999, weight decay 0.01, frequent evals. 'probe' = linear probing: only the head trains, at 1e-3."""
+  if preset == 'probe':
+    c.optimizer.learning_rate, c.optimizer.freeze_all_but_head = 1e-3, True
+  elif preset in FINETUNE_PRESETS:
+    c.optimizer.learning_rate = FINETUNE_PRESETS[preset]
+  else:
+    raise ValueError(f'unknown fine-tuning preset {preset!r}; choose from {sorted(FINETUNE_PRESETS) + ["probe"]}')
+  c.optimizer.warmup_steps = max(1, c.num_train_steps // 10)
+  c.optimizer.schedule, c.optimizer.min_lr_ratio = 'linear', 0.0
+  c.optimizer.b2, c.optimizer.weight_decay = 0.999, 0.01
   return c

@@ -1,9 +1,16 @@
-"""Orbax checkpoints of the train state and the grain data-iterator position, in `<workdir>/checkpoints`."""
+"""Orbax checkpoints of the train state and the grain data-iterator position, in `<workdir>/checkpoints`, and
+`load_pretrained`: the parameters of another run for init_from."""
+import contextlib
+import logging
 import os
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from lm import config as config_lib
+from lm.config import ConfigError
 
 
 class Checkpointer:
@@ -41,3 +48,90 @@ class Checkpointer:
 def abstract_with_shardings(tree, shardings):
   """ShapeDtypeStructs carrying the target shardings: what orbax restores onto."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Hides orbax's warnings about items it is not asked to read (the data iterator, step metadata)."""
+  logger = logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _flat(tree) -> dict:
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _unflat(flat: dict) -> dict:
+  tree = {}
+  for name, leaf in flat.items():
+    *parents, last = name.split('/')
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = leaf
+  return tree
+
+
+def _mismatch_hint(init_from: str, config) -> str:
+  """'; model.d_ff=512 here but 1024 there' for the model keys that differ from the pretrained run's config."""
+  theirs = config_lib.init_from_config(init_from).model
+  differ = [f'model.{k}={config.model[k]!r} here but {theirs[k]!r} there' for k in sorted(config.model.keys())
+            if k in theirs and k != 'num_labels' and config.model[k] != theirs[k]]
+  return '; ' + ', '.join(differ) if differ else ''
+
+
+def load_pretrained(init_from: str, params, config):
+  """`params` with every leaf whose path and shape the latest checkpoint of run `init_from` also has replaced by
+  the checkpoint's value (restored onto that leaf's sharding). Prints loaded / newly initialised / dropped.
+
+  A path present in both with different shapes is a ConfigError naming it and the model keys that differ.
+  """
+  directory = os.path.join(os.path.abspath(init_from), 'checkpoints')
+  step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
+  if step is None:
+    raise ConfigError(f'init_from={init_from!r}: no checkpoint in {directory}; train that run first')
+  path = os.path.join(directory, str(step), 'state')
+  checkpointer = ocp.PyTreeCheckpointer()
+  with _quiet_orbax():
+    saved = _flat(checkpointer.metadata(path).item_metadata.tree['params'])
+  ours = _flat(params)
+  for name in sorted(set(saved) & set(ours)):
+    if tuple(saved[name].shape) != tuple(ours[name].shape):
+      raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
+                        f'{tuple(ours[name].shape)} in this model{_mismatch_hint(init_from, config)}')
+  loaded = sorted(set(saved) & set(ours))
+  if not loaded:
+    raise ConfigError(f'init_from={init_from!r}: none of its parameters is in this model; is it the same family?')
+  target = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype, sharding=ours[name].sharding)
+            for name in loaded}
+  target = {'params': _unflat(target)}
+  with _quiet_orbax():
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  values = _flat(restored['params'])
+  _print_init_table(init_from, step, saved, ours, loaded)
+  merged = {name: values.get(name, leaf) for name, leaf in ours.items()}
+  return jax.tree.unflatten(jax.tree.structure(params), [merged[name] for name in ours])
+
+
+def _print_init_table(init_from: str, step: int, saved: dict, ours: dict, loaded: list) -> None:
+  """The loaded / newly initialised / dropped table of init_from."""
+  if jax.process_index() != 0:
+    return
+  rows = (('loaded', loaded, ours), ('newly initialised', sorted(set(ours) - set(saved)), ours),
+          ('dropped (unused)', sorted(set(saved) - set(ours)), saved))
+  print(f'init_from {init_from} (step {step}):', flush=True)
+  print(f'  {"":18} {"tensors":>8} {"parameters":>12}  names', flush=True)
+  for label, names, shapes in rows:
+    count = sum(int(np.prod(shapes[n].shape)) for n in names)
+    if label == 'loaded':
+      listed = ', '.join(sorted({n.split('/')[0] for n in names}))
+    else:
+      listed = ', '.join(names[:8]) + (f', ... ({len(names) - 8} more)' if len(names) > 8 else '')
+    print(f'  {label:18} {len(names):8d} {count:12,d}  {listed}', flush=True)

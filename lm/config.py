@@ -1,6 +1,7 @@
 """Config validation: every bad value is rejected before any compile, with one line naming the key and the fix."""
 import json
 import os
+import re
 
 import ml_collections
 
@@ -15,18 +16,21 @@ CHOICES = {
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('xla', 'cudnn', 'auto'),
     'model.remat': ('none', 'full', 'dots'),
-    'data.source': ('embedded', 'text', 'jsonl', 'tfds'),
+    'data.task': ('pretrain', 'classify', 'sft'),
+    'data.source': ('embedded', 'text', 'jsonl', 'csv', 'tfds'),
     'data.packing': ('packed', 'concat'),
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw',),
     'optimizer.schedule': ('cosine', 'linear', 'constant'),
 }
-POSITIVE = ('num_train_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps', 'eval_steps',
-            'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers', 'model.num_heads', 'model.d_model',
-            'model.d_ff', 'model.vocab_size', 'model.max_len', 'data.tokenizer_sentences', 'data.num_threads')
-NON_NEGATIVE = ('eval_every_steps', 'num_samples', 'sample_max_new_tokens', 'sample_temperature', 'data.max_documents',
-                'data.prefetch', 'optimizer.learning_rate', 'optimizer.warmup_steps', 'optimizer.weight_decay',
-                'optimizer.grad_clip_norm', 'optimizer.eps')
+POSITIVE = ('num_train_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
+            'forgetting_eval_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers',
+            'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
+            'data.tokenizer_sentences', 'data.num_threads')
+NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
+                'model.num_labels', 'optimizer.freeze_layers', 'num_samples', 'sample_max_new_tokens',
+                'sample_temperature', 'data.max_documents', 'data.prefetch', 'optimizer.learning_rate',
+                'optimizer.warmup_steps', 'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'optimizer.eps')
 FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base
 
 
@@ -106,7 +110,7 @@ def _check_model(config):
 def _check_data_and_objectives(config):
   from lm import objectives  # local: objectives imports jax, which validation of plain fields does not need
   d = config.data
-  if d.source in ('text', 'jsonl') and not d.path:
+  if d.source in ('text', 'jsonl', 'csv') and not d.path:
     raise ConfigError(f'data.path is empty but data.source={d.source!r} needs it; set --config.data.path=FILES')
   if d.source == 'tfds' and not d.tfds_name:
     raise ConfigError("data.tfds_name is empty but data.source='tfds' needs it, e.g. --config.data.tfds_name=lm1b")
@@ -119,12 +123,95 @@ def _check_data_and_objectives(config):
       raise ConfigError(f'objectives.{name}: unknown objective; choose from {sorted(objectives.OBJECTIVES)}')
     if not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f'objectives.{name}={weight!r} must be a weight >= 0')
-    if objectives.NEEDS_MODEL[name] != config.model.type:
-      raise ConfigError(f'objectives.{name} needs model.type={objectives.NEEDS_MODEL[name]!r}, '
+    if config.model.type not in objectives.NEEDS_MODEL[name]:
+      raise ConfigError(f'objectives.{name} needs model.type in {objectives.NEEDS_MODEL[name]}, '
                         f'not {config.model.type!r}')
-  if config.init_from:
-    raise ConfigError('init_from: initialising from a pretrained workdir is not supported yet (fine-tuning work, '
-                      "issue 4); leave it '' to train from scratch")
+
+
+# data.task -> (the objectives it feeds, the sources it reads, the model types it takes)
+TASKS = {
+    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'tfds'), ('gpt', 'bert')),
+    'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds'), ('gpt', 'bert')),
+    'sft': (('clm',), ('embedded', 'jsonl'), ('gpt',)),
+}
+
+
+def _check_task(config):
+  """data.task fits the objectives, the source and the model; task-only keys are not set for other tasks."""
+  task, d = config.data.task, config.data
+  task_objectives, task_sources, task_models = TASKS[task]
+  for name in config.objectives:
+    if name not in task_objectives:
+      raise ConfigError(f'objectives.{name} does not go with data.task={task!r}, which feeds {task_objectives}')
+  if d.source not in task_sources:
+    raise ConfigError(f'data.source={d.source!r} does not go with data.task={task!r}; use one of {task_sources}')
+  if config.model.type not in task_models:
+    raise ConfigError(f'data.task={task!r} needs model.type in {task_models}, not {config.model.type!r}')
+  if config.model.num_labels == 1 or (config.model.num_labels and task != 'classify'):
+    raise ConfigError(f"model.num_labels={config.model.num_labels}: give >= 2 classes for data.task='classify' "
+                      '(0 = from the data), and 0 for other tasks')
+  if config.eval_steps == 0 and task == 'pretrain' and config.model.type == 'bert':
+    raise ConfigError('eval_steps=0 (the whole eval split) is not available for BERT pretraining, whose examples '
+                      'are drawn at random; give a number of batches')
+  if config.optimizer.freeze_all_but_head and task != 'classify':
+    raise ConfigError("optimizer.freeze_all_but_head: only data.task='classify' has a new head to train")
+
+
+def _check_finetune(config):
+  """Freezing, layer decay, best checkpoint, early stopping and the forgetting monitor."""
+  o = config.optimizer
+  if not 0.0 < o.layer_decay <= 1.0:
+    raise ConfigError(f'optimizer.layer_decay={o.layer_decay} must be in (0, 1] (1 = off)')
+  if o.freeze_layers > config.model.num_layers:
+    raise ConfigError(f'optimizer.freeze_layers={o.freeze_layers} exceeds model.num_layers={config.model.num_layers}')
+  if o.freeze_layers and config.model.scan_layers:
+    raise ConfigError('optimizer.freeze_layers needs model.scan_layers=False (scanned blocks share one array)')
+  for pattern in filter(None, (p.strip() for p in o.freeze_patterns.split(','))):
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f'optimizer.freeze_patterns: {pattern!r} is not a regular expression ({e})') from e
+  if config.best_metric and not config.best_metric.startswith('eval/'):
+    raise ConfigError(f"best_metric={config.best_metric!r} must be an eval metric such as 'eval/accuracy'")
+  if config.early_stopping_patience and not config.best_metric:
+    raise ConfigError("early_stopping_patience needs best_metric, e.g. --config.best_metric=eval/accuracy")
+
+
+def _merge(target: ml_collections.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if key not in target:
+      continue  # a key an older version wrote
+    if isinstance(target[key], ml_collections.ConfigDict) and key not in FREE_FORM:
+      _merge(target[key], value)
+    else:
+      target[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A run's config.json as a full config: the base config with the saved values (keys added since get defaults)."""
+  config = base.get_config()
+  _merge(config, saved)
+  return config
+
+
+def init_from_config(init_from: str) -> ml_collections.ConfigDict:
+  """The config of the run `init_from` names; ConfigError if it is not a workdir with checkpoints."""
+  path = os.path.join(init_from, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(f'init_from={init_from!r}: no config.json there; give the workdir of a pretraining run')
+  if not os.path.isdir(os.path.join(init_from, 'checkpoints')):
+    raise ConfigError(f'init_from={init_from!r}: no checkpoints/ folder there; train that run first')
+  with open(path) as f:
+    return from_saved(json.load(f))
+
+
+def _check_init_from(config):
+  if not config.init_from:
+    return
+  pretrained = init_from_config(config.init_from)
+  if pretrained.model.type != config.model.type:
+    raise ConfigError(f'model.type={config.model.type!r} but init_from={config.init_from!r} is a '
+                      f'{pretrained.model.type!r} run; set --config.model.type={pretrained.model.type}')
 
 
 def _check_parallelism(config, num_devices: int, process_count: int):
@@ -150,7 +237,8 @@ def _check_parallelism(config, num_devices: int, process_count: int):
 
 
 # Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.
-RESUME_FIXED = ('model', 'data.source', 'data.path', 'data.text_key', 'data.tfds_name', 'data.train_split',
+RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data.source', 'data.path',
+                'data.text_key', 'data.tfds_name', 'data.train_split',
                 'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
                 'data.tokenizer_type', 'data.tokenizer_sentences', 'seq_len', 'batch_size', 'seed', 'optimizer.name')
 
@@ -184,5 +272,8 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
   _check_values(config)
   _check_model(config)
   _check_data_and_objectives(config)
+  _check_task(config)
+  _check_finetune(config)
+  _check_init_from(config)
   if num_devices is not None:
     _check_parallelism(config, num_devices, process_count or 1)

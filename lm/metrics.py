@@ -1,6 +1,7 @@
 """Metric writers (clu TensorBoard + logging, and metrics.jsonl), FLOP counting, MFU and the progress line."""
 import functools
 import json
+import math
 import os
 import time
 
@@ -60,6 +61,19 @@ def peak_flops_per_device(device=None) -> float:
     return measured_cpu_flops() / max(len(jax.local_devices()), 1)
   kind = device.device_kind.lower()
   return next((peak for key, peak in PEAK_FLOPS if key in kind), 0.0)
+
+
+METRICS_FILE = 'metrics.jsonl'  # in the workdir
+
+
+def read_rows(workdir: str, up_to_step: float = math.inf) -> list[dict]:
+  """The rows of <workdir>/metrics.jsonl with step <= up_to_step (a torn last line is skipped)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if _step_of(line) is not None]
+  return [row for row in rows if row['step'] <= up_to_step]
 
 
 def _step_of(line: str) -> int | None:
@@ -134,7 +148,7 @@ def create_writer(workdir: str, resume_step: int) -> metric_writers.MetricWriter
   """TensorBoard + logging + metrics.jsonl on process 0; logging only elsewhere. Forgets steps > resume_step."""
   if jax.process_index() != 0:
     return metric_writers.create_default_writer(workdir, just_logging=True)
-  jsonl = JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))
+  jsonl = JsonlWriter(os.path.join(workdir, METRICS_FILE))
   jsonl.truncate_after(resume_step)
   default = metric_writers.create_default_writer(workdir, asynchronous=False)
   return metric_writers.MultiWriter([default, jsonl])

@@ -12,15 +12,19 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
 class Objective(NamedTuple):
   """`sums(outputs, batch, config)` -> dict of per-batch sums with key 'loss'; `denominator(batch)` -> their count;
-  `views`: forward passes (with different dropout) the objective needs."""
+  `views`: forward passes (with different dropout) the objective needs. Eval-only extras: `eval_counts(outputs,
+  batch)` -> arrays summed over the eval set, which `summarize(counts)` turns into metrics (e.g. F1)."""
   sums: Callable[[dict, dict, object], dict]
   denominator: Callable[[dict], jax.Array]
   views: int = 1
+  eval_counts: Callable[[dict, dict], dict] | None = None
+  summarize: Callable[[dict], dict] | None = None
 
 
 def token_cross_entropy(logits, targets, weights) -> dict:
@@ -62,8 +66,41 @@ def contrastive_sums(outputs, batch, config) -> dict:
   return token_cross_entropy(similarity, labels, jnp.ones(labels.shape))
 
 
+def classify_sums(outputs, batch, config) -> dict:
+  """Sequence classification: cross-entropy of the class logits; padding examples (example_weight 0) count 0."""
+  del config
+  return token_cross_entropy(outputs['class_logits'], batch['label'], batch['example_weight'])
+
+
+def confusion_counts(outputs, batch) -> dict:
+  """{'confusion': [true, predicted] counts} of the weighted examples of a batch."""
+  logits = outputs['class_logits']
+  num_labels = logits.shape[-1]
+  predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_labels)
+  actual = jax.nn.one_hot(batch['label'], num_labels) * batch['example_weight'][:, None]
+  return {'confusion': actual.T @ predicted}
+
+
+def f1_scores(counts: dict) -> dict:
+  """accuracy, macro_f1 (mean over classes that occur in labels or predictions) and, for 2 classes, f1 of class 1."""
+  confusion = np.asarray(counts['confusion'], np.float64)
+  tp = np.diag(confusion)
+  precision_denominator, recall_denominator = confusion.sum(0), confusion.sum(1)
+  f1 = 2 * tp / np.maximum(precision_denominator + recall_denominator, 1e-12)
+  present = (precision_denominator + recall_denominator) > 0
+  out = {'accuracy': float(tp.sum() / max(confusion.sum(), 1e-12)),
+         'macro_f1': float(f1[present].mean()) if present.any() else 0.0}
+  if len(tp) == 2:
+    out['f1'] = float(f1[1])
+  return out
+
+
 def _count_examples(batch) -> jax.Array:
   return jnp.asarray(batch['inputs'].shape[0], jnp.float32)
+
+
+def _count_weighted_examples(batch) -> jax.Array:
+  return jnp.maximum(jnp.sum(batch['example_weight']), 1.0)
 
 
 def _count_weights(key: str):
@@ -75,6 +112,9 @@ OBJECTIVES: dict[str, Objective] = {
     'mlm': Objective(mlm_sums, _count_weights('mlm_weights')),
     'nsp': Objective(nsp_sums, _count_examples),
     'contrastive': Objective(contrastive_sums, _count_examples, views=2),
+    'classify': Objective(classify_sums, _count_weighted_examples, eval_counts=confusion_counts,
+                          summarize=f1_scores),
 }
 # The model family each objective needs outputs of.
-NEEDS_MODEL = {'clm': 'gpt', 'mlm': 'bert', 'nsp': 'bert', 'contrastive': 'bert'}
+NEEDS_MODEL = {'clm': ('gpt',), 'mlm': ('bert',), 'nsp': ('bert',), 'contrastive': ('bert',),
+               'classify': ('gpt', 'bert')}

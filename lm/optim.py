@@ -1,6 +1,19 @@
-"""Optimizer from `config.optimizer`: AdamW, warmup + cosine/linear/constant, clipping, selective weight decay."""
+"""Optimizer from `config.optimizer`: AdamW, warmup + cosine/linear/constant, clipping, selective weight decay,
+and the fine-tuning strategies: frozen parameters and layer-wise LR decay.
+
+Parameter paths are '/'-joined module names: 'embeddings/token/embedding', 'block_3/attn/query/kernel' (or
+'blocks/...' with a leading layer axis when model.scan_layers), 'ln_final/scale', 'pooler/dense/kernel',
+'class_head/dense/kernel'.
+"""
+import re
+
 import jax
+import jax.numpy as jnp
 import optax
+
+from lm.config import ConfigError
+
+HEAD_MODULES = ('class_head',)  # what optimizer.freeze_all_but_head leaves trainable
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
@@ -26,11 +39,66 @@ def weight_decay_mask(params):
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
+def path_name(path) -> str:
+  """'block_0/attn/query/kernel' for a jax tree path."""
+  return '/'.join(str(getattr(key, 'key', key)) for key in path)
+
+
+def frozen_mask(params, opt_cfg):
+  """True for each parameter that optimizer.freeze_* freezes."""
+  patterns = [re.compile(p.strip()) for p in opt_cfg.freeze_patterns.split(',') if p.strip()]
+
+  def frozen(path, _):
+    name = path_name(path)
+    top = name.split('/')[0]
+    block = re.fullmatch(r'block_(\d+)', top)
+    return ((opt_cfg.freeze_all_but_head and top not in HEAD_MODULES)
+            or (opt_cfg.freeze_embeddings and top == 'embeddings')
+            or (block is not None and int(block.group(1)) < opt_cfg.freeze_layers)
+            or any(p.search(name) for p in patterns))
+  return jax.tree_util.tree_map_with_path(frozen, params)
+
+
+def layer_scales(params, num_layers: int, decay: float):
+  """Per-parameter LR factors of layer-wise decay (ELECTRA / BEiT): block i of L gets decay**(L - i), the embeddings
+  decay**(L + 1), everything above the blocks (final norm, pooler, heads) 1. Scanned blocks get a [L, 1, ...] array."""
+  def scale(path, leaf):
+    top = path_name(path).split('/')[0]
+    if top == 'embeddings':
+      return decay ** (num_layers + 1)
+    if top == 'blocks':
+      factors = decay ** (num_layers - jnp.arange(num_layers, dtype=jnp.float32))
+      return factors.reshape((num_layers,) + (1,) * (leaf.ndim - 1))
+    block = re.fullmatch(r'block_(\d+)', top)
+    return decay ** (num_layers - int(block.group(1))) if block else 1.0
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer(num_layers: int, decay: float) -> optax.GradientTransformation:
+  """Multiplies each update by its `layer_scales` factor: the same as a per-layer learning rate."""
+  def scale(updates, params):
+    return jax.tree.map(lambda u, f: u * f, updates, layer_scales(params, num_layers, decay))
+  return optax.stateless(scale)
+
+
+def _labels(params, opt_cfg):
+  labels = jax.tree.map(lambda f: 'frozen' if f else 'train', frozen_mask(params, opt_cfg))
+  if 'train' not in jax.tree.leaves(labels):
+    raise ConfigError('optimizer.freeze_*: every parameter is frozen; leave something to train')
+  return labels
+
+
 def build(config) -> optax.GradientTransformation:
-  """The optax chain: optional global-norm clipping, then AdamW with the schedule."""
+  """The optax chain: optional global-norm clipping, AdamW with the schedule, optional layer-wise LR decay; frozen
+  parameters (optimizer.freeze_*) get a zero update and no optimizer state."""
   o = config.optimizer
   schedule = learning_rate_schedule(o, config.num_train_steps)
-  adamw = optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=weight_decay_mask)
-  if o.grad_clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), adamw)
-  return adamw
+  parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
+  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                           mask=weight_decay_mask))
+  if o.layer_decay < 1.0:
+    parts.append(scale_by_layer(config.model.num_layers, o.layer_decay))
+  tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
+  if o.freeze_embeddings or o.freeze_layers or o.freeze_all_but_head or o.freeze_patterns.strip():
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, lambda p: _labels(p, o))
+  return tx

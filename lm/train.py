@@ -14,7 +14,7 @@ from clu import parameter_overview
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from lm import checkpoint, config as config_lib, metrics, models, objectives, optim, sampling, sharding
+from lm import checkpoint, config as config_lib, metrics, models, monitors, objectives, optim, sampling, sharding
 from lm.data import pipeline
 
 
@@ -94,11 +94,14 @@ def eval_step(params, batch: dict, *, apply_fn, config) -> dict:
   for name in config.objectives:
     obj = objectives.OBJECTIVES[name]
     out[name] = {**obj.sums(outputs, batch, config), 'denominator': obj.denominator(batch)}
+    if obj.eval_counts:
+      out[name]['counts'] = obj.eval_counts(outputs, batch)
   return out
 
 
-def evaluate(p_eval, params, eval_batches: list, weights: dict) -> dict:
-  """eval/<name>_loss, eval/<name>_accuracy..., eval/loss (weighted) and eval/perplexity (clm) over all batches."""
+def evaluate(p_eval, params, eval_batches: list, weights: dict, prefix: str = 'eval/') -> dict:
+  """<prefix><name>_loss, <name>_accuracy..., <prefix>loss (weighted), perplexity (clm), and an objective's
+  summarized counts (classify: accuracy, f1, macro_f1 unprefixed by the name) over all batches."""
   totals = None
   for batch in eval_batches:
     sums = p_eval(params, batch)
@@ -106,17 +109,21 @@ def evaluate(p_eval, params, eval_batches: list, weights: dict) -> dict:
   totals = jax.device_get(totals)
   out, loss = {}, 0.0
   for name, sums in totals.items():
-    out.update({f'eval/{name}_{k}': float(v / sums['denominator']) for k, v in sums.items() if k != 'denominator'})
-    loss += weights[name] * out[f'eval/{name}_loss']
-  out['eval/loss'] = loss
+    counts = sums.pop('counts', None)
+    out.update({f'{prefix}{name}_{k}': float(v / sums['denominator']) for k, v in sums.items() if k != 'denominator'})
+    loss += weights[name] * out[f'{prefix}{name}_loss']
+    if counts is not None:
+      out.update({f'{prefix}{k}': v for k, v in objectives.OBJECTIVES[name].summarize(counts).items()})
+  out[f'{prefix}loss'] = loss
   if 'clm' in totals:
-    out['eval/perplexity'] = math.exp(min(out['eval/clm_loss'], 80.0))
+    out[f'{prefix}perplexity'] = math.exp(min(out[f'{prefix}clm_loss'], 80.0))
   return out
 
 
 def example_batch(config) -> dict:
   """A one-row dummy batch with the keys the model reads (for init and shape inference)."""
-  batch = {'inputs': jnp.zeros((1, config.seq_len), jnp.int32)}
+  batch = {'inputs': jnp.zeros((1, config.seq_len), jnp.int32),
+           'segment_ids': jnp.ones((1, config.seq_len), jnp.int32)}
   if config.model.type == 'bert':
     batch['mlm_positions'] = jnp.zeros((1, config.data.max_predictions_per_seq), jnp.int32)
   return batch
@@ -158,7 +165,7 @@ def _write_workdir_files(config, workdir: str, tokenizer) -> None:
 
 
 def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_iter):
-  """Resume order: this workdir's latest checkpoint, else a fresh init (init_from joins with fine-tuning)."""
+  """Resume order: this workdir's latest checkpoint, else init_from's parameters on a fresh state, else scratch."""
   latest = ckpt.latest_step()
   if latest is not None:
     saved = os.path.join(workdir, 'config.json')
@@ -171,8 +178,12 @@ def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_
     except (ValueError, FileNotFoundError) as e:
       raise config_lib.ConfigError(f'{ckpt.directory}/{latest}: cannot restore it into this config '
                                    f'({" ".join(str(e).split())[:300]}); use a new --workdir') from e
+  state = init_fn(jax.random.PRNGKey(config.seed))
+  if config.init_from:
+    print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
+    return state.replace(params=checkpoint.load_pretrained(config.init_from, state.params, config)), 0
   print(f'No checkpoint in {ckpt.directory}: starting from scratch', flush=True)
-  return init_fn(jax.random.PRNGKey(config.seed)), 0
+  return state, 0
 
 
 def _report_parameters(params) -> int:
@@ -211,12 +222,21 @@ class Run:
     abstract, self.shardings, init_fn = abstract_state(config, self.model, tx, self.mesh)
     self.train_iter = pipeline.train_iterator(config, train_rows)
     self.eval_batches = [sharding.global_batch(b, self.mesh) for b in pipeline.eval_batches(config, eval_rows)]
+    self.sample_prompts = sampling.DEFAULT_PROMPTS[:config.num_samples]
+    if config.data.task == 'sft':  # held-out instructions in the training template
+      self.sample_prompts = [eval_rows.prompt(i) for i in range(min(config.num_samples, len(eval_rows)))]
     self.ckpt = checkpoint.Checkpointer(workdir, config)
     with jax.set_mesh(self.mesh):
       self.state, self.start_step = _restore_or_init(config, workdir, self.ckpt, abstract, self.shardings, init_fn,
                                                      self.train_iter)
     _write_workdir_files(config, workdir, self.tokenizer)
     self.p_train, self.p_eval = jit_steps(config, self.model, self.shardings, self.mesh)
+    self.best = monitors.BestCheckpoint(workdir, config, self.start_step) if config.best_metric else None
+    self.forgetting = None
+    if config.forgetting_every_steps and config.init_from:
+      monitor_config, batches = monitors.pretraining_eval(config, self.mesh)
+      self.forgetting = (jit_steps(monitor_config, self.model, self.shardings, self.mesh)[1], batches,
+                         dict(monitor_config.objectives))
 
   def train(self) -> dict:
     """Runs from the restored step to num_train_steps; returns the last train and eval metrics."""
@@ -227,10 +247,18 @@ class Run:
     progress = metrics.Progress(config.num_train_steps, self.start_step, tokens_per_step,
                                 metrics.flops_per_token(config, num_params) * tokens_per_step)
     try:
+      if self.best and self.best.exhausted:
+        print(f'Early-stopped before: no better {config.best_metric} in the last {config.early_stopping_patience} '
+              f'evals (best at step {self.best.best_step}); nothing to do', flush=True)
+        return {}
+      if self.forgetting and self.start_step == 0:
+        self.evaluate_forgetting(self.state, writer, 0)  # the pretrained model's own score, before any update
       return self._loop(writer, progress)
     finally:  # also on errors: pending checkpoint writes finish, metrics are flushed
       writer.close()
       self.ckpt.close()
+      if self.best:
+        self.best.close()
 
   def _loop(self, writer, progress) -> dict:
     config, state = self.config, self.state
@@ -249,13 +277,23 @@ class Run:
         summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
         pending = []
       periodic_eval = bool(config.eval_every_steps) and step % config.eval_every_steps == 0
+      stop = False
       if periodic_eval or last:
         summary.update(self.evaluate(state, writer, step))
+        stop = self.best.update(step, summary, state) if self.best else False
+      forgetting = bool(self.forgetting) and (step % config.forgetting_every_steps == 0 or last or stop)
+      if forgetting:
+        summary.update(self.evaluate_forgetting(state, writer, step))
+      save = save or stop
       if save:
         writer.flush()
         self.ckpt.save(step, state, self.train_iter)
         last_ckpt = step
-      if save or periodic_eval:  # keep eval and checkpoint time out of tokens/s
+      if stop:
+        print(f'Early stopping at step {step}: no better {config.best_metric} in {config.early_stopping_patience} '
+              f'evals; the best (step {self.best.best_step}) is in {self.best.manager.directory}', flush=True)
+        break
+      if save or periodic_eval or forgetting:  # keep eval and checkpoint time out of tokens/s
         progress.restart_clock(step)
     self.state = state
     return summary
@@ -268,10 +306,19 @@ class Run:
     print(f'eval @ step {step}: ' + ' | '.join(f'{k} {v:.4f}' for k, v in out.items()), flush=True)
     return out
 
+  def evaluate_forgetting(self, state, writer, step: int) -> dict:
+    """The init_from run's pretraining objective on its eval data: eval/pretrain_loss, ..."""
+    p_eval, batches, weights = self.forgetting
+    with jax.set_mesh(self.mesh):
+      out = evaluate(p_eval, state.params, batches, weights, prefix='eval/pretrain_')
+    writer.write_scalars(step, out)
+    print(f'forgetting @ step {step}: ' + ' | '.join(f'{k} {v:.4f}' for k, v in out.items()), flush=True)
+    return out
+
   def print_samples(self) -> None:
-    """Prints config.num_samples continuations of fixed prompts from the final model."""
+    """Prints config.num_samples continuations of fixed prompts (SFT: held-out instructions) from the final model."""
     config = self.config
-    prompts = sampling.DEFAULT_PROMPTS[:config.num_samples]
+    prompts = self.sample_prompts
     with jax.set_mesh(self.mesh):
       texts = sampling.sample_texts(self.model, self.state.params, self.tokenizer, prompts,
                                     max_new_tokens=config.sample_max_new_tokens,

@@ -8,7 +8,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lm import checkpoint, models, optim, sharding, train
+from lm import checkpoint, models, monitors, optim, sharding, train
+from lm import config as config_lib
 from lm.config import ConfigError
 from lm.data import tokenizer as tokenizer_lib
 
@@ -22,26 +23,32 @@ class LoadedRun(NamedTuple):
   mesh: jax.sharding.Mesh
 
 
-def load(workdir: str, step: int | None = None) -> LoadedRun:
-  """The run in `workdir` at checkpoint `step` (default: the latest). ConfigError (one line) if anything is missing."""
+def load(workdir: str, step: int | None = None, best: bool = False) -> LoadedRun:
+  """The run in `workdir` at checkpoint `step` (default: the latest), or its best checkpoint (`best`, see
+  config.best_metric). ConfigError (one line) if anything is missing."""
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
     raise ConfigError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
   with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = config_lib.from_saved(json.load(f))
   tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, 'tokenizer.model'))
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'))
+  folder = os.path.join(os.path.abspath(workdir), monitors.BEST_DIR if best else 'checkpoints')
+  manager = ocp.CheckpointManager(folder)
   steps = manager.all_steps()
   if not steps:
-    raise ConfigError(f'--workdir={workdir}: no checkpoint in {workdir}/checkpoints; train first')
+    raise ConfigError(f'--workdir={workdir}: no checkpoint in {folder}; train first'
+                      + (' with --config.best_metric set' if best else ''))
   step = max(steps) if step is None else step
   if step not in steps:
-    raise ConfigError(f'--step={step}: no such checkpoint in {workdir}/checkpoints; there are {sorted(steps)}')
+    raise ConfigError(f'--step={step}: no such checkpoint in {folder}; there are {sorted(steps)}')
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1  # inference: local devices, replicated params
   mesh = sharding.make_mesh(config.mesh)
   model = models.build(config.model)
   abstract, shardings, _ = train.abstract_state(config, model, optim.build(config), mesh)
   target = checkpoint.abstract_with_shardings(abstract, shardings)
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+  if best:  # best checkpoints hold the state alone, the others also the data-iterator position
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  else:
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
   manager.close()
   return LoadedRun(config, tokenizer, model, state.params, step, mesh)

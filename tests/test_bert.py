@@ -13,14 +13,6 @@ from lm import objectives
 BERT = '--config=configs/bert_tiny.py:test'
 
 
-@pytest.fixture(scope='module')
-def bert_run(lm_cli, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('bert') / 'wd')
-  result = lm_cli(BERT, f'--workdir={workdir}', '--config.num_train_steps=40', '--config.optimizer.learning_rate=3e-3')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
-
-
 def test_mlm_and_nsp_train_and_report_their_metrics(bert_run):
   workdir, stdout = bert_run
   records = read_metrics(workdir)
@@ -94,11 +86,7 @@ def test_contrastive_views_differ_only_by_dropout(dropout):
   assert sums['loss'].shape == () and 0 <= float(sums['accuracy']) <= 4
 
 
-def test_bert_tiny_cuts_mlm_loss_by_20_percent_in_60_steps(lm_cli, tmp_path):
+def test_bert_tiny_cuts_mlm_loss_by_20_percent_in_60_steps(bert_tiny_run):
   """The real bert_tiny config (vocab 8192, 32x128 tokens per step), shortened to 60 steps."""
-  workdir = str(tmp_path / 'wd')
-  result = lm_cli('--config=configs/bert_tiny.py', f'--workdir={workdir}', '--config.num_train_steps=60',
-                  '--config.eval_every_steps=0', '--config.eval_steps=2', timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  mlm = [r['train/mlm_loss'] for r in read_metrics(workdir) if 'train/mlm_loss' in r]
+  mlm = [r['train/mlm_loss'] for r in read_metrics(bert_tiny_run[0]) if 'train/mlm_loss' in r]
   assert len(mlm) == 6 and mlm[-1] < 0.8 * mlm[0], mlm  # mlm[0] is the mean over steps 1-10

@@ -103,6 +103,16 @@ def test_unknown_key_and_wrong_type_in_a_config_file():
     ('num_train_steps', 0, 'num_train_steps'),
     ('model.dropout', 1.5, 'model.dropout'),
     ('data.source', 'web', 'data.source'),
+    ('data.task', 'qa', 'data.task'),
+    ('data.source', 'csv', "data.source='csv' does not go with data.task='pretrain'"),
+    ('model.num_labels', 3, 'model.num_labels'),  # a head only for data.task='classify'
+    ('optimizer.layer_decay', 0.0, 'optimizer.layer_decay'),
+    ('optimizer.freeze_layers', 9, 'optimizer.freeze_layers'),
+    ('optimizer.freeze_patterns', 'block_(0', 'optimizer.freeze_patterns'),
+    ('optimizer.freeze_all_but_head', True, 'freeze_all_but_head'),
+    ('best_metric', 'accuracy', 'best_metric'),
+    ('early_stopping_patience', 2, 'early_stopping_patience needs best_metric'),
+    ('eval_steps', -1, 'eval_steps'),
 ])
 def test_bad_values(key, value, needle):
   def mutate(c):
@@ -119,6 +129,30 @@ def test_unknown_objective():
     c.objectives.unlock()
     c.objectives.mlmm = 1.0
   assert 'objectives.mlmm' in _bad(mutate)
+
+
+def test_objective_must_fit_the_task():
+  def mutate(c):
+    c.objectives = {'classify': 1.0}
+  assert "objectives.classify does not go with data.task='pretrain'" in _bad(mutate)
+
+  def sft_on_bert(c):
+    base.bert(c)
+    c.data.task = 'sft'
+    c.objectives = {'clm': 1.0}
+  assert 'objectives.clm needs model.type' in _bad(sft_on_bert)
+
+
+def test_init_from_must_be_a_workdir_of_the_same_family(tmp_path):
+  def missing(c):
+    c.init_from = str(tmp_path / 'nothing')
+  assert 'init_from=' in _bad(missing) and 'no config.json' in _bad(missing)
+  (tmp_path / 'checkpoints').mkdir()
+  (tmp_path / 'config.json').write_text('{"model": {"type": "bert"}}')
+
+  def other_family(c):
+    c.init_from = str(tmp_path)
+  assert "is a 'bert' run" in _bad(other_family)
 
 
 def test_text_source_needs_a_path():

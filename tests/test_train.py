@@ -17,12 +17,8 @@ TINY = '--config=configs/gpt_tiny.py:test'
 
 
 @pytest.fixture(scope='module')
-def trained(lm_cli, tmp_path_factory):
-  """A finished 20-step gpt_tiny:test run (checkpoints at 10 and 20)."""
-  workdir = str(tmp_path_factory.mktemp('run') / 'wd')
-  result = lm_cli(TINY, f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+def trained(gpt_run):
+  return gpt_run
 
 
 def test_training_writes_everything_and_loss_falls(trained):

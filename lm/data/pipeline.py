@@ -20,13 +20,17 @@ import numpy as np
 
 from lm.data import bert
 from lm.data import cache
+from lm.data import classification
+from lm.data import instructions
 from lm.data import packing
 from lm.data import sources
 from lm.data import tokenizer as tokenizer_lib
 from lm.data.errors import DataError
 
 _ENCODE_CHUNK = 1024  # documents encoded per call while tokenizing a split
-Examples = packing.PackedSequences | bert.SentencePairs  # what prepare() returns per split
+# what prepare() returns per split
+Examples = (packing.PackedSequences | bert.SentencePairs | classification.ClassificationExamples
+            | instructions.InstructionExamples)
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -73,8 +77,34 @@ def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Token
   return packing.PackedSequences(tokens, doc_starts, config.seq_len, config.data.packing)
 
 
+def _prepare_classify(config: ml_collections.ConfigDict):
+  """Labelled records -> tokenized classification examples; resolves model.num_labels=0 from the data."""
+  train, eval_ = (classification.get_records(config.data, split) for split in ('train', 'eval'))
+  texts = sources.TextView(train, lambda r: f'{r[0]}\n{r[1]}' if r[1] else r[0], train.fingerprint)
+  tokenizer = tokenizer_lib.get_tokenizer(config, texts)
+  num_labels = max(train.num_labels, eval_.num_labels)
+  if config.model.num_labels == 0:
+    config.model.num_labels = num_labels
+    names = f' ({", ".join(train.label_names)})' if train.label_names else ''
+    print(f'model.num_labels={num_labels} from the data{names}', flush=True)
+  elif config.model.num_labels < num_labels:
+    raise DataError(f'model.num_labels={config.model.num_labels} but the data has labels up to {num_labels - 1}; '
+                    f'set --config.model.num_labels={num_labels} (or 0 to take it from the data)')
+  return tokenizer, *(classification.ClassificationExamples(r, tokenizer, config) for r in (train, eval_))
+
+
+def _prepare_sft(config: ml_collections.ConfigDict):
+  """Instruction records -> rows with the loss on response tokens."""
+  train, eval_ = (instructions.get_records(config.data, split) for split in ('train', 'eval'))
+  tokenizer = tokenizer_lib.get_tokenizer(config, sources.TextView(train, ''.join, train.fingerprint))
+  return tokenizer, *(instructions.InstructionExamples(r, tokenizer, config.seq_len) for r in (train, eval_))
+
+
 def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer, Examples, Examples]:
   """Returns (tokenizer, train examples, eval examples), tokenizing each split once into the cache.
+
+  data.task 'classify' and 'sft' read labelled / instruction records instead of documents (see
+  `classification` and `instructions`; they tokenize on the fly); 'classify' sets model.num_labels if it is 0.
 
   The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors when model.type is 'bert'
   (the same cached token stream either way).
@@ -82,6 +112,10 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
   Cache entry: `<cache>/tokens/<key>/{train,eval}.bin` (raw uint16, or uint32 for vocabularies over 65536) and
   `{train,eval}_doc_starts.npy`; key = sha256 of both splits' document fingerprints and the tokenizer model.
   """
+  if config.data.task == 'classify':
+    return _prepare_classify(config)
+  if config.data.task == 'sft':
+    return _prepare_sft(config)
   train_docs = sources.get_documents(config.data, 'train')
   eval_docs = sources.get_documents(config.data, 'eval')
   tokenizer = tokenizer_lib.get_tokenizer(config, train_docs)
@@ -90,6 +124,14 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
   train_rows = _load_rows(config, tokenizer, train_docs, directory, 'train')
   eval_rows = _load_rows(config, tokenizer, eval_docs, directory, 'eval')
   return tokenizer, train_rows, eval_rows
+
+
+def prepare_eval(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> Examples:
+  """The eval examples of a pretraining config with a given tokenizer (for the forgetting monitor of a fine-tune)."""
+  eval_docs = sources.get_documents(config.data, 'eval')
+  key = hashlib.sha256(f'eval-only/{eval_docs.fingerprint}/{tokenizer.fingerprint}'.encode())
+  directory = cache.cache_dir(config.data) / 'tokens' / key.hexdigest()
+  return _load_rows(config, tokenizer, eval_docs, directory, 'eval')
 
 
 def _make_examples(ds: grain.MapDataset, rows: Examples, seed: int) -> grain.MapDataset:
@@ -128,17 +170,41 @@ def train_iterator(config: ml_collections.ConfigDict, rows: Examples,
   return iter(ds.to_iter_dataset(options))
 
 
+_WEIGHT_KEYS = ('weights', 'example_weight')  # zeroed in the padding examples of a whole-split eval
+
+
+class _PaddedTo:
+  """`rows` followed by copies of rows[0] with zero weights, up to `total` examples."""
+
+  def __init__(self, rows: Examples, total: int):
+    self._rows, self._total = rows, total
+
+  def __len__(self) -> int:
+    return self._total
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    if i < len(self._rows):
+      return self._rows[i]
+    return {k: np.zeros_like(v) if k in _WEIGHT_KEYS else v for k, v in self._rows[0].items()}
+
+
 def eval_batches(config: ml_collections.ConfigDict, rows: Examples,
                  process_index: int | None = None, process_count: int | None = None) -> list[dict[str, np.ndarray]]:
-  """The first config.eval_steps batches of the eval rows in order (wrapping around a small split).
+  """The eval batches, the same list every call so evaluations are comparable.
 
-  Sliced across processes like `train_iterator`; the same list every call, so evaluations are comparable (BERT
-  examples use the fixed seed config.seed + 1: the same pairs and masks every evaluation).
+  eval_steps > 0: the first eval_steps batches of the eval rows in order (wrapping around a small split).
+  eval_steps = 0: every eval row once, the last batch filled with zero-weight copies. Sliced across processes like
+  `train_iterator` (BERT examples use the fixed seed config.seed + 1: the same pairs and masks every evaluation).
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   local_batch = _local_batch_size(config, process_count)
-  ds = _make_examples(grain.MapDataset.source(rows).repeat(None), rows, config.seed + 1)
+  if config.eval_steps:
+    num_batches = config.eval_steps
+    ds = _make_examples(grain.MapDataset.source(rows).repeat(None), rows, config.seed + 1)
+  else:
+    num_batches = -(-len(rows) // config.batch_size)
+    ds = grain.MapDataset.source(_PaddedTo(rows, num_batches * config.batch_size))
   ds = ds[process_index::process_count]
   ds = ds.batch(local_batch, drop_remainder=True)
-  return [ds[step] for step in range(config.eval_steps)]
+  return [ds[step] for step in range(num_batches)]

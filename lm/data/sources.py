@@ -57,7 +57,22 @@ class Documents(Sequence[str]):
     return self._raw.doc_id(self._indices[i])
 
 
-def _sha256(*parts) -> str:
+class TextView(Sequence[str]):
+  """Documents made from other records (`to_text(record) -> str`), e.g. to train a tokenizer on a labelled set."""
+
+  def __init__(self, records: Sequence, to_text: Callable[[object], str], fingerprint: str):
+    self._records, self._to_text, self.fingerprint = records, to_text, fingerprint
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    return self._to_text(self._records[i])
+
+
+def sha256(*parts) -> str:
   h = hashlib.sha256()
   for part in parts:
     h.update(part if isinstance(part, bytes) else str(part).encode())
@@ -69,58 +84,62 @@ def _list_raw(ids: list[str], texts: list[str], fingerprint: str) -> _Raw:
   return _Raw(len(ids), ids.__getitem__, texts.__getitem__, fingerprint, held_out=True)
 
 
-def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
-  """The standard library's own .py files (no tests, no site-packages) plus the pydoc topics, ~12 MB."""
-  del data_cfg, split
-  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+def stdlib_files() -> tuple[str, list[str]]:
+  """(stdlib root, sorted relative paths of its .py files): no tests, no site-packages, no codec tables."""
   root = sysconfig.get_paths()['stdlib']
-  ids, texts = [], []
+  ids = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
     rel = os.path.relpath(dirpath, root)
     ids += [os.path.normpath(os.path.join(rel, f)) for f in filenames if f.endswith('.py')]
-  ids = sorted(set(ids) - _SKIPPED_FILES)
-  for rel in ids:
-    texts.append(pathlib.Path(root, rel).read_text(encoding='utf-8', errors='replace'))
+  return root, sorted(set(ids) - _SKIPPED_FILES)
+
+
+def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """The standard library's own .py files (no tests, no site-packages) plus the pydoc topics, ~12 MB."""
+  del data_cfg, split
+  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  root, ids = stdlib_files()
+  texts = [pathlib.Path(root, rel).read_text(encoding='utf-8', errors='replace') for rel in ids]
   for key in sorted(pydoc_data.topics.topics):
     ids.append(f'pydoc_data.topics:{key}')
     texts.append(pydoc_data.topics.topics[key])
-  return _list_raw(ids, texts, _sha256('embedded', *ids, *texts))
+  return _list_raw(ids, texts, sha256('embedded', *ids, *texts))
 
 
-def _expand_paths(data_cfg: ml_collections.ConfigDict, kind: str) -> list[str]:
-  """Files matched by the comma-separated globs in data.path, in order, each once."""
-  patterns = [p.strip() for p in data_cfg.path.split(',') if p.strip()]
+def expand_paths(path: str, kind: str, key: str = 'data.path') -> list[str]:
+  """Files matched by the comma-separated globs in `path` (config key `key`), in order, each once."""
+  patterns = [p.strip() for p in path.split(',') if p.strip()]
   if not patterns:
-    raise DataError(f"data.path is empty; set --config.data.path to {kind} files (globs, comma-separated)")
+    raise DataError(f"{key} is empty; set --config.{key} to {kind} files (globs, comma-separated)")
   paths = []
   for pattern in patterns:
     matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
     if not matches:
-      raise DataError(f"data.path: no file matches {pattern!r}; set --config.data.path to existing {kind} files")
+      raise DataError(f"{key}: no file matches {pattern!r}; set --config.{key} to existing {kind} files")
     paths += [p for p in matches if p not in paths]
   return paths
 
 
-def _files_fingerprint(kind: str, paths: list[str], *extra) -> str:
+def files_fingerprint(kind: str, paths: list[str], *extra) -> str:
   stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
-  return _sha256(kind, *extra, *stats)
+  return sha256(kind, *extra, *stats)
 
 
 def _text(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
   """One document per file; files are read when a document is asked for."""
   del split
-  paths = _expand_paths(data_cfg, 'text')
+  paths = expand_paths(data_cfg.path, 'text')
   read = lambda i: pathlib.Path(paths[i]).read_text(encoding='utf-8', errors='replace')
-  return _Raw(len(paths), paths.__getitem__, read, _files_fingerprint('text', paths), held_out=True)
+  return _Raw(len(paths), paths.__getitem__, read, files_fingerprint('text', paths), held_out=True)
 
 
-def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
-  """One document per non-blank line (a JSON object) of each file; the text is field data.text_key."""
-  del split
-  paths = _expand_paths(data_cfg, 'jsonl')
-  key = data_cfg.text_key
-  ids, texts = [], []
+def read_jsonl(paths: list[str], required: dict[str, str]):
+  """Yields (id 'path:line', record dict) for each non-blank line of each file.
+
+  `required` maps a config key to the field it names ({'data.text_key': 'text'}): a record without it, or a line
+  that is not JSON, is a DataError naming the file, line and key.
+  """
   for path in paths:
     with open(path, encoding='utf-8', errors='replace') as f:
       for line_no, line in enumerate(f, 1):
@@ -130,16 +149,26 @@ def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
           record = json.loads(line)
         except json.JSONDecodeError as e:
           raise DataError(f'data.path: {path}:{line_no} is not valid JSON ({e.msg}); fix or remove that line') from e
-        if not isinstance(record, dict) or key not in record:
-          fields = sorted(record) if isinstance(record, dict) else type(record).__name__
-          raise DataError(f'data.text_key: {path}:{line_no} has no field {key!r} (has {fields}); '
-                          'set --config.data.text_key to the text field')
-        ids.append(f'{path}:{line_no}')
-        texts.append(str(record[key]))
-  return _list_raw(ids, texts, _files_fingerprint('jsonl', paths, key))
+        for key, field in required.items():
+          if not isinstance(record, dict) or field not in record:
+            fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DataError(f'{key}: {path}:{line_no} has no field {field!r} (has {fields}); set --config.{key} '
+                            'to the field that holds it, or fix the file')
+        yield f'{path}:{line_no}', record
 
 
-def _tfds_source(data_cfg: ml_collections.ConfigDict, tfds_split: str):
+def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """One document per non-blank line (a JSON object) of each file; the text is field data.text_key."""
+  del split
+  paths = expand_paths(data_cfg.path, 'jsonl')
+  ids, texts = [], []
+  for doc_id, record in read_jsonl(paths, {'data.text_key': data_cfg.text_key}):
+    ids.append(doc_id)
+    texts.append(str(record[data_cfg.text_key]))
+  return _list_raw(ids, texts, files_fingerprint('jsonl', paths, data_cfg.text_key))
+
+
+def tfds_source(data_cfg: ml_collections.ConfigDict, tfds_split: str):
   """`tfds.data_source` without any download; every failure becomes a one-line DataError."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   name, data_dir = data_cfg.tfds_name, data_cfg.tfds_data_dir or None
@@ -166,7 +195,7 @@ def _tfds(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
   """Examples of a prepared tfds dataset, read by random access; the text is field data.text_key."""
   held_out = not data_cfg.eval_split
   tfds_split = data_cfg.train_split if split == 'train' or held_out else data_cfg.eval_split
-  source = _tfds_source(data_cfg, tfds_split)
+  source = tfds_source(data_cfg, tfds_split)
   key = data_cfg.text_key
 
   def text(i: int) -> str:
@@ -177,7 +206,7 @@ def _tfds(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
     value = example[key]
     return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
-  fingerprint = _sha256('tfds', data_cfg.tfds_name, tfds_split, key, len(source))
+  fingerprint = sha256('tfds', data_cfg.tfds_name, tfds_split, key, len(source))
   return _Raw(len(source), str, text, fingerprint, held_out=held_out)
 
 
@@ -219,4 +248,4 @@ def get_documents(data_cfg: ml_collections.ConfigDict, split: str) -> Documents:
   raw = SOURCES[data_cfg.source](data_cfg, split)
   indices = _select(raw, split, data_cfg)
   selection = (split, data_cfg.eval_fraction if raw.held_out else '', data_cfg.max_documents)
-  return Documents(raw, indices, _sha256(raw.fingerprint, *selection, len(indices)))
+  return Documents(raw, indices, sha256(raw.fingerprint, *selection, len(indices)))

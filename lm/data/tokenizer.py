@@ -171,14 +171,26 @@ def tokenizer_path(config: ml_collections.ConfigDict, documents: sources.Documen
   return cache.cache_dir(config.data) / 'tokenizers' / f'{hashlib.sha256(key.encode()).hexdigest()}.model'
 
 
+def given_path(config: ml_collections.ConfigDict) -> str:
+  """data.tokenizer, else the tokenizer.model of the init_from run (a fine-tune keeps its tokenizer), else ''."""
+  if config.data.tokenizer:
+    return config.data.tokenizer
+  return os.path.join(config.init_from, 'tokenizer.model') if config.init_from else ''
+
+
 def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Documents | None = None) -> Tokenizer:
-  """Loads data.tokenizer, or trains one on the train split (`documents` if given) and caches it.
+  """Loads data.tokenizer (or init_from's), or trains one on the train split (`documents` if given) and caches it.
 
   Raises DataError when the tokenizer's vocabulary size is not model.vocab_size.
   """
   data = config.data
-  if data.tokenizer:
-    tokenizer = Tokenizer.load(data.tokenizer)
+  path = given_path(config)
+  if path:
+    if not os.path.isfile(path):
+      key = 'data.tokenizer' if data.tokenizer else 'init_from'
+      raise DataError(f'{key}: no tokenizer file at {path}; give the SentencePiece .model the pretrained run used '
+                      '(--config.data.tokenizer=PATH)')
+    tokenizer = Tokenizer.load(path)
   else:
     documents = sources.get_documents(data, 'train') if documents is None else documents
     if not len(documents):
@@ -193,6 +205,6 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
       tokenizer = train_tokenizer(documents, _settings(config))
       tokenizer.save(path)
   if tokenizer.vocab_size != config.model.vocab_size:
-    raise DataError(f'model.vocab_size is {config.model.vocab_size} but tokenizer {data.tokenizer or path} has '
+    raise DataError(f'model.vocab_size is {config.model.vocab_size} but tokenizer {path} has '
                     f'{tokenizer.vocab_size} pieces; set --config.model.vocab_size={tokenizer.vocab_size}')
   return tokenizer

@@ -2,12 +2,13 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lm.models import layers
+from lm.models import heads, layers
 
 
 class Decoder(nn.Module):
   """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
-  {'logits': float32 [B, T, vocab]}."""
+  {'logits': float32 [B, T, vocab]}, plus 'class_logits' [B, num_labels] from the last non-pad token when
+  cfg.num_labels > 0."""
   cfg: layers.ModelConfig
 
   @nn.compact
@@ -20,4 +21,8 @@ class Decoder(nn.Module):
       logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='lm_head',
                         kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))(x)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
-    return {'logits': logits.astype(jnp.float32)}
+    out = {'logits': logits.astype(jnp.float32)}
+    if cfg.num_labels:  # jit drops the unused vocabulary projection when only the classifier is trained
+      summary = heads.last_token(x, batch.get('segment_ids'))
+      out['class_logits'] = heads.ClassHead(cfg, name='class_head')(summary, deterministic=not train)
+    return out

@@ -9,7 +9,8 @@ from lm.models import heads, layers
 class Encoder(nn.Module):
   """Takes a batch dict: `inputs`, optional `positions`, `segment_ids` (0 = padding, masked out of attention),
   `token_types`, `mlm_positions` (then the MLM head runs only there). Returns {'mlm_logits' [B, P or T, vocab],
-  'nsp_logits' [B, 2], 'pooled' [B, d], 'hidden' [B, T, d]}."""
+  'nsp_logits' [B, 2], 'pooled' [B, d], 'hidden' [B, T, d]}, plus 'class_logits' [B, num_labels] when
+  cfg.num_labels > 0."""
   cfg: layers.ModelConfig
 
   @nn.compact
@@ -25,5 +26,8 @@ class Encoder(nn.Module):
                       cfg.param_dtype)
     mlm_logits = nn.with_logical_constraint(embeddings.attend(h) + bias, ('batch', 'length', 'vocab'))
     nsp_logits = heads.NspHead(cfg, name='nsp_head')(pooled)
-    return {'mlm_logits': mlm_logits.astype(jnp.float32), 'nsp_logits': nsp_logits.astype(jnp.float32),
-            'pooled': pooled.astype(jnp.float32), 'hidden': x}
+    out = {'mlm_logits': mlm_logits.astype(jnp.float32), 'nsp_logits': nsp_logits.astype(jnp.float32),
+           'pooled': pooled.astype(jnp.float32), 'hidden': x}
+    if cfg.num_labels:
+      out['class_logits'] = heads.ClassHead(cfg, name='class_head')(pooled, deterministic=not train)
+    return out

@@ -1,4 +1,4 @@
-"""Heads on top of a transformer body: pooler over [CLS], the MLM transform, NSP."""
+"""Heads on top of a transformer body: pooler over [CLS], the MLM transform, NSP, sequence classification."""
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -38,3 +38,22 @@ class NspHead(nn.Module):
   @nn.compact
   def __call__(self, pooled):
     return _dense(self.cfg, 2, ('mlp', None), 'dense')(pooled)
+
+
+class ClassHead(nn.Module):
+  """Sequence classification: dropout, then num_labels logits from one summary vector per sequence (BERT's pooled
+  [CLS], or a decoder's last token)."""
+  cfg: layers.ModelConfig
+
+  @nn.compact
+  def __call__(self, summary, deterministic: bool):
+    summary = nn.Dropout(self.cfg.dropout)(summary, deterministic=deterministic)
+    return _dense(self.cfg, self.cfg.num_labels, ('embed', None), 'dense')(summary).astype(jnp.float32)
+
+
+def last_token(x, segment_ids):
+  """[B, T, d] -> [B, d] at each row's last non-padding position (segment id != 0), or at T-1 without ids."""
+  if segment_ids is None:
+    return x[:, -1]
+  last = jnp.maximum(jnp.sum(segment_ids != 0, axis=1) - 1, 0)
+  return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]

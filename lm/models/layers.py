@@ -35,6 +35,7 @@ class ModelConfig:
   norm: str = 'pre'
   activation: str = 'gelu_tanh'
   type_vocab_size: int = 0
+  num_labels: int = 0
   causal: bool = True
 
   @classmethod

@@ -1,0 +1,261 @@
+"""Fine-tuning: init_from, classification end to end, freezing, layer-wise LR decay, early stopping, SFT."""
+import glob
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import read_metrics
+
+from lm import checkpoint, models, optim, sharding, train, workdir as workdir_lib
+from lm.data import classification, instructions, pipeline
+
+FINETUNE = '--config=configs/bert_tiny_finetune.py:test'
+
+
+def _one_error(result, needle: str):
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert result.returncode == 2 and len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  return errors[0]
+
+
+REAL_FINETUNE = ('--config=configs/bert_tiny_finetune.py', '--config.num_train_steps=120', '--config.eval_every_steps=40',
+                 '--config.forgetting_every_steps=60')
+
+
+@pytest.fixture(scope='module')
+def finetuned(bert_tiny_run, lm_cli, tmp_path_factory):
+  """The real bert_tiny_finetune, 120 steps, from the real bert_tiny pretrained for 60 steps (~2.5 min each)."""
+  workdir = str(tmp_path_factory.mktemp('ft') / 'wd')
+  result = lm_cli(*REAL_FINETUNE, f'--workdir={workdir}', f'--config.init_from={bert_tiny_run[0]}', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result.stdout
+
+
+def test_finetune_beats_chance_and_logs_everything(finetuned):
+  workdir, stdout = finetuned
+  records = read_metrics(workdir)
+  evals = [r for r in records if 'eval/accuracy' in r]
+  chance = 1 / len(classification.STDLIB_PACKAGES)
+  best = max(r['eval/accuracy'] for r in evals)
+  assert best >= 0.6 and best > chance + 0.2, [r['eval/accuracy'] for r in evals]
+  assert {'eval/macro_f1', 'eval/classify_loss', 'eval/loss'} <= set(evals[-1])
+  forgetting = [r for r in records if 'eval/pretrain_loss' in r]
+  assert [r['step'] for r in forgetting] == [0, 60, 120] and 'eval/pretrain_mlm_loss' in forgetting[0]
+  assert 'newly initialised' in stdout and 'class_head/dense/kernel' in stdout
+  best_steps = os.listdir(os.path.join(workdir, 'best'))
+  best_step = max(evals, key=lambda r: r['eval/accuracy'])['step']  # the first of equals: a tie is no new best
+  assert best_steps == [str(best_step)], (best_steps, evals)
+  assert workdir_lib.load(workdir, best=True).step == best_step
+
+
+def test_init_from_loads_encoder_exactly_and_new_head_fresh(bert_run, capsys, tmp_path):
+  from configs import bert_tiny_finetune
+  config = bert_tiny_finetune.get_config('test')
+  config.init_from = bert_run[0]
+  run = train.Run(config, str(tmp_path / 'wd'))
+  pretrained = workdir_lib.load(bert_run[0]).params
+  ours = jax.device_get(run.state.params)
+  jax.tree.map(np.testing.assert_array_equal, pretrained, {k: v for k, v in ours.items() if k != 'class_head'})
+  assert set(ours) - set(pretrained) == {'class_head'}
+  assert ours['class_head']['dense']['kernel'].shape == (64, 4)
+  assert int(run.state.step) == 0 and not any(np.any(x) for x in jax.tree.leaves(run.state.opt_state[1][0].mu))
+  table = capsys.readouterr().out
+  assert 'loaded' in table and 'newly initialised         2' in table and 'dropped (unused)          0' in table
+
+
+def test_init_from_wrong_shape_fails_naming_the_parameter(bert_run, lm_cli, tmp_path):
+  result = lm_cli(FINETUNE, f'--workdir={tmp_path / "wd"}', f'--config.init_from={bert_run[0]}',
+                  '--config.model.d_ff=128', timeout=300)
+  line = _one_error(result, 'init_from: parameter block_0/mlp/fc_in/bias has shape (256,)')
+  assert 'model.d_ff=128 here but 256 there' in line
+  assert not glob.glob(str(tmp_path / 'wd' / 'checkpoints' / '*'))
+
+
+def test_init_from_must_be_a_run(lm_cli, tmp_path):
+  result = lm_cli(FINETUNE, f'--workdir={tmp_path / "wd"}', f'--config.init_from={tmp_path}', timeout=120)
+  _one_error(result, 'init_from=')
+
+
+def test_restart_resumes_its_own_checkpoint_before_init_from(finetuned, bert_tiny_run, lm_cli, tmp_path):
+  import shutil
+  workdir = str(tmp_path / 'wd')
+  shutil.copytree(finetuned[0], workdir)
+  result = lm_cli(*REAL_FINETUNE, f'--workdir={workdir}', f'--config.init_from={bert_tiny_run[0]}',
+                  '--config.num_train_steps=130', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resuming from checkpoint step 120' in result.stdout and 'newly initialised' not in result.stdout
+  steps = [r['step'] for r in read_metrics(workdir)]
+  assert steps == sorted(set(steps)) and steps[-1] == 130
+
+
+def test_early_stopping_stops_when_the_metric_stalls(bert_run, lm_cli, tmp_path):
+  """With a zero learning rate eval/accuracy never improves after the first eval: patience 2 stops at the 3rd."""
+  workdir = str(tmp_path / 'wd')
+  args = (FINETUNE, f'--workdir={workdir}', f'--config.init_from={bert_run[0]}', '--config.optimizer.learning_rate=0',
+          '--config.early_stopping_patience=2', '--config.num_train_steps=60', '--config.forgetting_every_steps=0')
+  result = lm_cli(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Early stopping at step 30' in result.stdout
+  assert read_metrics(workdir)[-1]['step'] == 30 and os.listdir(os.path.join(workdir, 'best')) == ['10']
+  again = lm_cli(*args)  # a rerun does not train on
+  assert again.returncode == 0 and 'Early-stopped before' in again.stdout, again.stdout[-2000:]
+
+
+def _tiny_state(config):
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  model = models.build(config.model)
+  _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), mesh)
+  p_train, _ = train.jit_steps(config, model, shardings, mesh)
+  with jax.set_mesh(mesh):
+    state = init_fn(jax.random.PRNGKey(config.seed))
+  return state, p_train, mesh
+
+
+def _train_steps(config, rows, steps: int):
+  state, p_train, mesh = _tiny_state(config)
+  before = jax.device_get(state.params)
+  iterator = pipeline.train_iterator(config, rows, 0, 1)
+  for _ in range(steps):
+    with jax.set_mesh(mesh):
+      state, _ = p_train(state, sharding.global_batch(next(iterator), mesh))
+  return before, jax.device_get(state.params), state
+
+
+def test_frozen_parameters_do_not_move_and_have_no_optimizer_state(tiny_config, tiny_data):
+  config = tiny_config.copy_and_resolve_references()
+  config.optimizer.freeze_embeddings, config.optimizer.freeze_layers = True, 1
+  before, after, state = _train_steps(config, tiny_data[1], 3)
+  for name in ('embeddings', 'block_0'):
+    jax.tree.map(np.testing.assert_array_equal, before[name], after[name])
+  for name in ('block_1', 'ln_final'):
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before[name], after[name])
+    assert all(jax.tree.leaves(changed)), (name, changed)
+  adam_mu = state.opt_state.inner_states['train'].inner_state[1][0].mu
+  assert isinstance(adam_mu['embeddings'], type(adam_mu['block_0'])) and not jax.tree.leaves(adam_mu['block_0'])
+  assert jax.tree.leaves(adam_mu['block_1'])  # the trained blocks keep moments
+
+
+@pytest.mark.parametrize('scan', [False, True])
+def test_layer_decay_scales_updates_per_layer(tiny_config, tiny_data, scan):
+  """Adam's first update is lr·sign(g) per coordinate, so |update| / lr is the layer's factor exactly."""
+  config = tiny_config.copy_and_resolve_references()
+  config.optimizer.layer_decay, config.optimizer.weight_decay, config.optimizer.grad_clip_norm = 0.5, 0.0, 0.0
+  config.model.scan_layers = scan
+  before, after, state = _train_steps(config, tiny_data[1], 1)
+  lr = float(optim.learning_rate_schedule(config.optimizer, config.num_train_steps)(0))
+
+  def factor(old, new):
+    moves = np.concatenate([np.abs(np.ravel(a - b)) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old))])
+    return float(np.median(moves[moves > 0])) / lr
+
+  if scan:  # one stacked array per parameter, layer i at index i
+    per_layer = [factor(*(jax.tree.map(lambda x, i=i: x[i], p['blocks']) for p in (before, after))) for i in range(2)]
+  else:
+    per_layer = [factor(before[f'block_{i}'], after[f'block_{i}']) for i in range(2)]
+  measured = [factor(before['embeddings'], after['embeddings']), *per_layer,
+              factor(before['ln_final'], after['ln_final'])]
+  np.testing.assert_allclose(measured, [0.125, 0.25, 0.5, 1.0], rtol=0.02)
+
+
+def test_classification_examples_bert_pair_layout(tiny_data):
+  from configs import bert_tiny_finetune
+  config = bert_tiny_finetune.get_config('test')
+  tokenizer = tiny_data[0]
+  records = classification.Records(1, lambda i: ('import os', 'print(x)', 3), 4, 'fp')
+  example = classification.ClassificationExamples(records, tokenizer, config)[0]
+  a, b = tokenizer.encode('import os'), tokenizer.encode('print(x)')
+  n = len(a) + len(b) + 3
+  assert example['inputs'][:n].tolist() == [5, *a, 6, *b, 6] and not example['inputs'][n:].any()
+  assert example['token_types'][:n].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+  assert example['segment_ids'].tolist() == [1] * n + [0] * (config.seq_len - n)
+  assert int(example['label']) == 3 and float(example['example_weight']) == 1.0
+  long = classification.Records(1, lambda i: ('x = 1\n' * 200, 'y', 0), 4, 'fp')
+  example = classification.ClassificationExamples(long, tokenizer, config)[0]
+  assert example['segment_ids'].all() and example['inputs'][-1] == 6  # cut from the longer text, [SEP] kept
+
+
+def test_decoder_head_reads_the_last_real_token(tiny_config):
+  config = tiny_config.copy_and_resolve_references()
+  config.model.num_labels = 3
+  model = models.build(config.model)
+  tokens = jnp.asarray([[10, 11, 12, 13, 0, 0, 0, 0]], jnp.int32)
+  batch = {'inputs': tokens, 'segment_ids': (tokens > 0).astype(jnp.int32)}
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))['params']
+  logits = model.apply({'params': params}, batch)['class_logits']
+  shorter = {'inputs': tokens[:, :4], 'segment_ids': batch['segment_ids'][:, :4]}
+  np.testing.assert_allclose(logits, model.apply({'params': params}, shorter)['class_logits'], atol=1e-5)
+  other_pad = {'inputs': tokens.at[0, 5].set(99), 'segment_ids': batch['segment_ids']}
+  np.testing.assert_allclose(logits, model.apply({'params': params}, other_pad)['class_logits'], atol=1e-5)
+
+
+def test_file_records_map_string_labels_and_hold_out_eval(tmp_path):
+  from configs import bert_tiny_finetune
+  path = tmp_path / 'data.csv'
+  rows = ''.join(f'"text {i}, with comma",{"pos" if i % 3 else "neg"}\n' for i in range(200))
+  path.write_text('text,label\n' + rows)
+  data = bert_tiny_finetune.get_config('test').data
+  data.source, data.path, data.eval_fraction, data.max_documents = 'csv', str(path), 0.2, 0
+  train_records, eval_records = (classification.get_records(data, s) for s in ('train', 'eval'))
+  assert train_records.num_labels == 2 and train_records.label_names == ('neg', 'pos')
+  assert len(train_records) + len(eval_records) == 200 and 20 < len(eval_records) < 60
+  texts = {train_records[i][0] for i in range(len(train_records))}
+  assert not texts & {eval_records[i][0] for i in range(len(eval_records))}
+  for text, text_b, label in (train_records[i] for i in range(5)):
+    index = int(text.split()[1].rstrip(','))
+    assert text == f'text {index}, with comma' and text_b == '' and label == (1 if index % 3 else 0)
+
+
+def test_tfds_sentence_pairs_via_mock_data():
+  import tensorflow_datasets as tfds
+  from configs import bert_classify
+  data = bert_classify.get_config('mnli,tiny').data
+  with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+    records = classification.get_records(data, 'eval')
+    text, text_b, label = records[0]
+  assert records.num_labels == 3 and records.label_names == ('entailment', 'neutral', 'contradiction')
+  assert isinstance(text, str) and isinstance(text_b, str) and text_b and 0 <= label < 3
+
+
+def test_embedded_task_is_balanced_and_split_by_file():
+  from configs import bert_tiny_finetune
+  data = bert_tiny_finetune.get_config().data
+  train_records, eval_records = (classification.get_records(data, s) for s in ('train', 'eval'))
+  for records in (train_records, eval_records):
+    counts = np.bincount([records[i][2] for i in range(len(records))], minlength=4)
+    assert len(set(counts)) == 1 and counts[0] > 50, counts
+  assert not {train_records[i][0] for i in range(len(train_records))} & {eval_records[i][0]
+                                                                          for i in range(len(eval_records))}
+
+
+def test_sft_loss_mask_covers_exactly_the_response(tiny_data):
+  tokenizer = tiny_data[0]
+  prompt = instructions.format_prompt('Add one.', 'x = 1')
+  records = instructions.Records([(prompt, 'x + 1')], 'fp')
+  row = instructions.InstructionExamples(records, tokenizer, 64)[0]
+  response = tokenizer.encode('x + 1') + [tokenizer.eos_id]
+  weighted = row['targets'][row['weights'] > 0].tolist()
+  assert weighted == response
+  first = len(tokenizer.encode(prompt)) - 1  # the input position whose target is the first response token
+  assert np.flatnonzero(row['weights']).tolist() == list(range(first, first + len(response)))
+  np.testing.assert_array_equal(row['inputs'][1:first + len(response)], row['targets'][:first + len(response) - 1])
+  assert row['segment_ids'].sum() == len(tokenizer.encode(prompt)) + len(response) - 1
+
+
+def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, tmp_path):
+  """The real gpt_tiny_sft for 40 steps from the real gpt_tiny pretrained for 40 (the test shape's 64 positions
+  cannot hold a prompt and its response)."""
+  workdir = str(tmp_path / 'wd')
+  result = lm_cli('--config=configs/gpt_tiny_sft.py', f'--workdir={workdir}', f'--config.init_from={gpt_tiny_run[0]}',
+                  '--config.num_train_steps=40', '--config.eval_every_steps=20', '--config.forgetting_every_steps=20',
+                  '--config.num_samples=1', '--config.sample_max_new_tokens=8', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = read_metrics(workdir)
+  losses = [r['train/loss'] for r in records if 'train/loss' in r]
+  assert len(losses) == 4 and losses[-1] < 0.85 * losses[0], losses
+  assert any('eval/pretrain_loss' in r for r in records) and any('eval/perplexity' in r for r in records)
+  assert '### Instruction:' in result.stdout and '### Response:' in result.stdout
