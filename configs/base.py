@@ -138,3 +138,14 @@ def finetune(c: ml_collections.ConfigDict, preset: str = 'bert') -> ml_collectio
   c.optimizer.schedule, c.optimizer.min_lr_ratio = 'linear', 0.0
   c.optimizer.b2, c.optimizer.weight_decay = 0.999, 0.01
   return c
+
+
+def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into a sequence-classification run on the offline STDLIB_PACKAGES task (see
+  lm/data/classification.py), evaluated on the whole held-out split, best checkpoint by eval/accuracy."""
+  c.data.task, c.data.source = 'classify', 'embedded'
+  c.objectives = {'classify': 1.0}
+  c.data.eval_fraction = 0.2  # of the files: enough of each package for a steady accuracy
+  c.eval_steps = 0  # the whole held-out split
+  c.best_metric = 'eval/accuracy'
+  return c

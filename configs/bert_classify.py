@@ -9,9 +9,9 @@
 The tfds datasets must be prepared offline first, as array_record (random access), e.g. on a machine with internet:
 `tfds build glue/sst2 --file_format=array_record --data_dir=DIR`, then copy DIR and pass
 --config.data.tfds_data_dir=DIR. Files hold `text` and `label` (integers, or strings mapped to ids in sorted
-order); for sentence pairs add --config.data.text_b_key=text_b. Hyper-parameters follow the BERT paper's fine-tuning: batch 32, LR 2e-5, 10% warmup, linear
-decay, 3 epochs of SST-2 (~6.3k steps), dropout 0.1, max length 128 (IMDB: 512). Add `,tiny` to fine-tune a
-bert_tiny-shaped run instead of bert_base.
+order); for sentence pairs add --config.data.text_b_key=text_b. Hyper-parameters follow the BERT paper's
+fine-tuning: batch 32, LR 2e-5, 10% warmup, linear decay, 3 epochs of SST-2 (~6.3k steps), dropout 0.1, max length
+128 (IMDB: 512). Add `,tiny` to fine-tune a bert_tiny-shaped run instead of bert_base.
 """
 from configs import base, bert_base, bert_tiny
 

@@ -19,16 +19,11 @@ from configs import base, bert_tiny
 def get_config(arg: str | None = None):
   """bert_tiny_finetune[:preset][,llrd][,freeze][,test]."""
   variants = set(filter(None, (arg or '').split(',')))
-  c = bert_tiny.get_config('test' if 'test' in variants else '')
-  c.data.task = 'classify'
-  c.objectives = {'classify': 1.0}
-  c.data.eval_fraction = 0.2  # of the files: enough of each package for a steady accuracy
+  c = base.classify(bert_tiny.get_config('test' if 'test' in variants else ''))
   c.num_train_steps = 300
   c.batch_size = 32
   c.eval_every_steps = 50
-  c.eval_steps = 0  # the whole held-out split
   c.checkpoint_every_steps = 100
-  c.best_metric = 'eval/accuracy'
   c.forgetting_every_steps = 100
   presets = variants & (set(base.FINETUNE_PRESETS) | {'probe'})
   base.finetune(c, presets.pop() if presets else 'tiny')

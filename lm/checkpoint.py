@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lm import config as config_lib
+from lm import config as config_lib, models
 from lm.config import ConfigError
 
 
@@ -90,7 +90,8 @@ def load_pretrained(init_from: str, params, config):
   """`params` with every leaf whose path and shape the latest checkpoint of run `init_from` also has replaced by
   the checkpoint's value (restored onto that leaf's sharding). Prints loaded / newly initialised / dropped.
 
-  A path present in both with different shapes is a ConfigError naming it and the model keys that differ.
+  Only task heads (models.TASK_HEADS) may be new. A path present in both with different shapes, or a non-head
+  parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
   """
   directory = os.path.join(os.path.abspath(init_from), 'checkpoints')
   step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
@@ -106,8 +107,12 @@ def load_pretrained(init_from: str, params, config):
       raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
                         f'{tuple(ours[name].shape)} in this model{_mismatch_hint(init_from, config)}')
   loaded = sorted(set(saved) & set(ours))
-  if not loaded:
-    raise ConfigError(f'init_from={init_from!r}: none of its parameters is in this model; is it the same family?')
+  missing = [name for name in sorted(set(ours) - set(saved)) if name.split('/')[0] not in models.TASK_HEADS]
+  if missing:
+    unused = sorted(set(saved) - set(ours))
+    raise ConfigError(f'init_from: {init_from} has no parameter {missing[0]} ({len(missing)} of this model\'s '
+                      f'pretrained parameters are missing; unused there: {", ".join(unused[:4]) or "none"}): a run of '
+                      f'another layout or version{_mismatch_hint(init_from, config)}; convert it or pretrain again')
   target = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype, sharding=ours[name].sharding)
             for name in loaded}
   target = {'params': _unflat(target)}

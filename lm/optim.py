@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lm import models
 from lm.config import ConfigError
 
-HEAD_MODULES = ('class_head',)  # what optimizer.freeze_all_but_head leaves trainable
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
@@ -52,7 +52,7 @@ def frozen_mask(params, opt_cfg):
     name = path_name(path)
     top = name.split('/')[0]
     block = re.fullmatch(r'block_(\d+)', top)
-    return ((opt_cfg.freeze_all_but_head and top not in HEAD_MODULES)
+    return ((opt_cfg.freeze_all_but_head and top not in models.TASK_HEADS)
             or (opt_cfg.freeze_embeddings and top == 'embeddings')
             or (block is not None and int(block.group(1)) < opt_cfg.freeze_layers)
             or any(p.search(name) for p in patterns))

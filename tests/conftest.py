@@ -53,40 +53,36 @@ def tiny_data(tiny_config):
   return pipeline.prepare(tiny_config)
 
 
-@pytest.fixture(scope='session')
-def bert_run(tmp_path_factory):
-  """(workdir, stdout) of a 40-step bert_tiny:test pretraining run: the encoder that fine-tuning tests start from."""
-  workdir = str(tmp_path_factory.mktemp('bert') / 'wd')
-  result = run_lm('--config=configs/bert_tiny.py:test', f'--workdir={workdir}', '--config.num_train_steps=40',
-                  '--config.optimizer.learning_rate=3e-3')
+def _train(tmp_path_factory, name: str, *args: str) -> tuple[str, str]:
+  """Runs `lm.main` with `args` in a fresh workdir; returns (workdir, stdout)."""
+  workdir = str(tmp_path_factory.mktemp(name) / 'wd')
+  result = run_lm(*args, f'--workdir={workdir}', timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result.stdout
+
+
+@pytest.fixture(scope='session')
+def bert_run(tmp_path_factory):
+  """A 40-step bert_tiny:test pretraining run: the encoder that fine-tuning tests start from."""
+  return _train(tmp_path_factory, 'bert', '--config=configs/bert_tiny.py:test', '--config.num_train_steps=40',
+                '--config.optimizer.learning_rate=3e-3')
 
 
 @pytest.fixture(scope='session')
 def bert_tiny_run(tmp_path_factory):
-  """(workdir, stdout) of the REAL bert_tiny config (vocab 8192, 32x128 tokens a step), cut to 60 steps."""
-  workdir = str(tmp_path_factory.mktemp('bert_tiny') / 'wd')
-  result = run_lm('--config=configs/bert_tiny.py', f'--workdir={workdir}', '--config.num_train_steps=60',
-                  '--config.eval_every_steps=0', '--config.eval_steps=2', timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+  """The REAL bert_tiny config (vocab 8192, 32x128 tokens a step), cut to 60 steps."""
+  return _train(tmp_path_factory, 'bert_tiny', '--config=configs/bert_tiny.py', '--config.num_train_steps=60',
+                '--config.eval_every_steps=0', '--config.eval_steps=2')
 
 
 @pytest.fixture(scope='session')
 def gpt_tiny_run(tmp_path_factory):
-  """(workdir, stdout) of the REAL gpt_tiny config (vocab 8192, 16x256 tokens a step), cut to 40 steps."""
-  workdir = str(tmp_path_factory.mktemp('gpt_tiny') / 'wd')
-  result = run_lm('--config=configs/gpt_tiny.py', f'--workdir={workdir}', '--config.num_train_steps=40',
-                  '--config.eval_every_steps=0', '--config.eval_steps=2', '--config.num_samples=0', timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+  """The REAL gpt_tiny config (vocab 8192, 16x256 tokens a step), cut to 40 steps."""
+  return _train(tmp_path_factory, 'gpt_tiny', '--config=configs/gpt_tiny.py', '--config.num_train_steps=40',
+                '--config.eval_every_steps=0', '--config.eval_steps=2', '--config.num_samples=0')
 
 
 @pytest.fixture(scope='session')
 def gpt_run(tmp_path_factory):
-  """(workdir, stdout) of a finished 20-step gpt_tiny:test run (checkpoints at 10 and 20)."""
-  workdir = str(tmp_path_factory.mktemp('gpt') / 'wd')
-  result = run_lm('--config=configs/gpt_tiny.py:test', f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+  """A finished 20-step gpt_tiny:test run (checkpoints at 10 and 20)."""
+  return _train(tmp_path_factory, 'gpt', '--config=configs/gpt_tiny.py:test')

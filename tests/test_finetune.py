@@ -23,8 +23,8 @@ def _one_error(result, needle: str):
   return errors[0]
 
 
-REAL_FINETUNE = ('--config=configs/bert_tiny_finetune.py', '--config.num_train_steps=120', '--config.eval_every_steps=40',
-                 '--config.forgetting_every_steps=60')
+REAL_FINETUNE = ('--config=configs/bert_tiny_finetune.py', '--config.num_train_steps=120',
+                 '--config.eval_every_steps=40', '--config.forgetting_every_steps=60')
 
 
 @pytest.fixture(scope='module')
@@ -259,3 +259,61 @@ def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, t
   assert len(losses) == 4 and losses[-1] < 0.85 * losses[0], losses
   assert any('eval/pretrain_loss' in r for r in records) and any('eval/perplexity' in r for r in records)
   assert '### Instruction:' in result.stdout and '### Response:' in result.stdout
+
+
+def test_whole_split_eval_counts_every_example_once_across_processes():
+  from configs import bert_tiny_finetune
+  config = bert_tiny_finetune.get_config('test')
+  _, _, eval_rows = pipeline.prepare(config)
+  assert len(eval_rows) % config.batch_size  # the last batch needs padding
+  labels = []
+  for process in (0, 1):
+    batches = pipeline.eval_batches(config, eval_rows, process, 2)
+    assert len(batches) == -(-len(eval_rows) // config.batch_size)
+    weights = np.concatenate([b['example_weight'] for b in batches])
+    labels.append(np.concatenate([b['label'] for b in batches])[weights > 0])
+    assert set(np.unique(weights)) <= {0.0, 1.0}
+  assert len(labels[0]) + len(labels[1]) == len(eval_rows)
+  expected = [int(eval_rows[i]['label']) for i in range(len(eval_rows))]
+  assert sorted(labels[0].tolist() + labels[1].tolist()) == sorted(expected)
+  assert labels[0].tolist() == expected[0::2][:len(labels[0])]
+
+
+def test_decoder_classifier_runs_from_a_gpt_workdir(gpt_run, lm_cli, tmp_path):
+  workdir = str(tmp_path / 'wd')
+  result = lm_cli('--config=configs/gpt_tiny_classify.py:test', f'--workdir={workdir}',
+                  f'--config.init_from={gpt_run[0]}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'class_head/dense/kernel' in result.stdout and 'model.num_labels=4 from the data' in result.stdout
+  last = read_metrics(workdir)[-1]
+  assert last['step'] == 20 and {'eval/accuracy', 'eval/macro_f1', 'eval/pretrain_perplexity'} <= set(last)
+
+
+def test_sst2_config_trains_on_mocked_tfds(bert_run, tmp_path):
+  """configs/bert_classify.py:sst2 end to end on tfds mock data (no download): labels and their count from tfds."""
+  import tensorflow_datasets as tfds
+  from configs import bert_classify
+  from lm import config as config_lib
+  config = bert_classify.get_config('sst2,tiny')
+  config.model = config_lib.init_from_config(bert_run[0]).model  # the test-sized encoder it starts from
+  config.init_from, config.seq_len, config.batch_size, config.num_train_steps = bert_run[0], 32, 8, 4
+  config.eval_every_steps, config.checkpoint_every_steps, config.forgetting_every_steps = 2, 4, 4
+  config.forgetting_eval_steps = 1
+  config_lib.validate(config, num_devices=jax.device_count(), process_count=1)  # all 8 test devices: data-parallel
+  with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+    summary = train.run(config, str(tmp_path / 'wd'))
+  assert config.model.num_labels == 2 and 0.0 <= summary['eval/accuracy'] <= 1.0 and 'eval/f1' in summary
+  assert 'eval/pretrain_loss' in summary
+
+
+def test_init_from_refuses_to_reinitialise_a_pretrained_parameter(bert_run):
+  """Only task heads may be new: a body parameter the checkpoint lacks (another layout) is an error, not a silent
+  fresh init."""
+  from lm import config as config_lib
+  from lm.config import ConfigError
+  config = config_lib.init_from_config(bert_run[0])
+  params = jax.device_get(workdir_lib.load(bert_run[0]).params)
+  params['adapter'] = {'kernel': np.zeros((2, 2), np.float32)}
+  params = jax.tree.map(jnp.asarray, params)
+  with pytest.raises(ConfigError, match=r'has no parameter adapter/kernel \(1 of'):
+    checkpoint.load_pretrained(bert_run[0], params, config)

@@ -87,3 +87,40 @@ def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
   assert query.sharding.spec == P('fsdp', 'tensor', None)
   adam_mu = state.opt_state[1][0].mu['block_0']['mlp']['fc_in']['kernel']
   assert adam_mu.sharding.spec == P('fsdp', 'tensor')
+
+
+def test_finetune_classifier_with_freezing_and_layer_decay_on_2x2x2():
+  """Classification with frozen embeddings + block 0 and layer decay: the same losses and eval metrics on 8
+  devices as on one, frozen blocks unchanged, no optimizer state for them."""
+  from configs import bert_tiny_finetune
+  config = bert_tiny_finetune.get_config('test')
+  config.optimizer.freeze_embeddings, config.optimizer.freeze_layers, config.optimizer.layer_decay = True, 1, 0.8
+  _, rows, eval_rows = pipeline.prepare(config)  # sets model.num_labels=4 from the data
+  iterator = pipeline.train_iterator(config, rows, 0, 1)
+  batches = [next(iterator) for _ in range(3)]
+  eval_batches = pipeline.eval_batches(config, eval_rows, 0, 1)[:3]
+  results = []
+  for mesh_shape in ((1, 1, 1), (2, 2, 2)):
+    losses, state = run_steps(config, mesh_shape, batches)
+    results.append((losses, state, _evaluate(config, mesh_shape, state, eval_batches)))
+  (losses_1, state_1, eval_1), (losses_8, state_8, eval_8) = results
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-4)
+  assert eval_8.keys() == eval_1.keys() and 'eval/macro_f1' in eval_8
+  np.testing.assert_allclose([eval_8[k] for k in sorted(eval_8)], [eval_1[k] for k in sorted(eval_1)], rtol=1e-4)
+  for state in (state_1, state_8):
+    assert not jax.tree.leaves(state.opt_state.inner_states['train'].inner_state[1][0].mu['block_0'])
+  np.testing.assert_array_equal(np.asarray(state_8.params['block_0']['mlp']['fc_in']['kernel']),
+                                np.asarray(state_1.params['block_0']['mlp']['fc_in']['kernel']))
+  assert state_8.params['class_head']['dense']['kernel'].sharding.spec == P('fsdp', None)
+
+
+def _evaluate(config, mesh_shape, state, eval_batches) -> dict:
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:int(np.prod(mesh_shape))])
+  model = models.build(config.model)
+  _, shardings, _ = train.abstract_state(config, model, optim.build(config), mesh)
+  _, p_eval = train.jit_steps(config, model, shardings, mesh)
+  with jax.set_mesh(mesh):
+    batches = [sharding.global_batch(b, mesh) for b in eval_batches]
+    return train.evaluate(p_eval, state.params, batches, dict(config.objectives))

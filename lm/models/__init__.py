@@ -3,6 +3,9 @@ from lm.models import decoder, encoder, layers
 
 MODELS = {'gpt': decoder.Decoder, 'bert': encoder.Encoder}
 CAUSAL = {'gpt': True, 'bert': False}
+# Top-level modules a fine-tune adds to a pretrained network: init_from creates them fresh (anything else missing from
+# the checkpoint is an error), and optimizer.freeze_all_but_head trains only them.
+TASK_HEADS = ('class_head',)
 
 
 def build(model_cfg):
