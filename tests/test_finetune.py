@@ -317,3 +317,28 @@ def test_init_from_refuses_to_reinitialise_a_pretrained_parameter(bert_run):
   params = jax.tree.map(jnp.asarray, params)
   with pytest.raises(ConfigError, match=r'has no parameter adapter/kernel \(1 of'):
     checkpoint.load_pretrained(bert_run[0], params, config)
+
+
+def test_freeze_masks_by_pattern_and_all_but_head():
+  from configs import bert_tiny_finetune
+  params = {'embeddings': {'token': {'embedding': 0}}, 'block_0': {'attn': {'query': {'kernel': 0}}},
+            'block_1': {'mlp': {'fc_in': {'kernel': 0, 'bias': 0}}}, 'pooler': {'dense': {'kernel': 0}},
+            'class_head': {'dense': {'kernel': 0, 'bias': 0}}}
+  o = bert_tiny_finetune.get_config('test').optimizer
+  o.freeze_patterns = r'attn/query, fc_in/bias$'
+  frozen = {optim.path_name(p) for p, f in jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, o))[0] if f}
+  assert frozen == {'block_0/attn/query/kernel', 'block_1/mlp/fc_in/bias'}
+  o.freeze_patterns, o.freeze_all_but_head = '', True
+  frozen = jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, o))[0]
+  assert {optim.path_name(p) for p, f in frozen if not f} == {'class_head/dense/kernel', 'class_head/dense/bias'}
+
+
+def test_f1_scores_from_a_confusion_matrix():
+  from lm import objectives
+  binary = objectives.f1_scores({'confusion': np.array([[5, 1], [2, 2]])})  # rows: true class, columns: predicted
+  assert binary['accuracy'] == 0.7
+  np.testing.assert_allclose(binary['f1'], 2 * 2 / (2 * 2 + 1 + 2))  # class 1: tp 2, fp 1, fn 2
+  np.testing.assert_allclose(binary['macro_f1'], (2 * 5 / (2 * 5 + 2 + 1) + 4 / 7) / 2)
+  three = objectives.f1_scores({'confusion': np.array([[3, 0, 0], [0, 0, 0], [1, 0, 0]])})
+  assert 'f1' not in three and three['accuracy'] == 0.75
+  np.testing.assert_allclose(three['macro_f1'], (6 / 7 + 0.0) / 2)  # class 1 never occurs: left out of the mean
