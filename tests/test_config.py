@@ -104,7 +104,6 @@ def test_unknown_key_and_wrong_type_in_a_config_file():
     ('model.dropout', 1.5, 'model.dropout'),
     ('data.source', 'web', 'data.source'),
     ('data.task', 'qa', 'data.task'),
-    ('data.source', 'csv', "data.source='csv' does not go with data.task='pretrain'"),
     ('model.num_labels', 3, 'model.num_labels'),  # a head only for data.task='classify'
     ('optimizer.layer_decay', 0.0, 'optimizer.layer_decay'),
     ('optimizer.freeze_layers', 9, 'optimizer.freeze_layers'),
@@ -135,6 +134,10 @@ def test_objective_must_fit_the_task():
   def mutate(c):
     c.objectives = {'classify': 1.0}
   assert "objectives.classify does not go with data.task='pretrain'" in _bad(mutate)
+
+  def csv_documents(c):
+    c.data.source, c.data.path = 'csv', 'train.csv'
+  assert "data.source='csv' does not go with data.task='pretrain'" in _bad(csv_documents)
 
   def sft_on_bert(c):
     base.bert(c)

@@ -188,7 +188,7 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
   if path:
     if not os.path.isfile(path):
       key = 'data.tokenizer' if data.tokenizer else 'init_from'
-      raise DataError(f'{key}: no tokenizer file at {path}; give the SentencePiece .model the pretrained run used '
+      raise DataError(f'{key}: no file at {path}; give the SentencePiece .model of the pretrained run '
                       '(--config.data.tokenizer=PATH)')
     tokenizer = Tokenizer.load(path)
   else:
