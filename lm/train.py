@@ -279,8 +279,9 @@ class Run:
       periodic_eval = bool(config.eval_every_steps) and step % config.eval_every_steps == 0
       stop = False
       if periodic_eval or last:
-        summary.update(self.evaluate(state, writer, step))
-        stop = self.best.update(step, summary, state) if self.best else False
+        eval_metrics = self.evaluate(state, writer, step)
+        summary.update(eval_metrics)
+        stop = self.best.update(step, eval_metrics, state) if self.best else False
       forgetting = bool(self.forgetting) and (step % config.forgetting_every_steps == 0 or last or stop)
       if forgetting:
         summary.update(self.evaluate_forgetting(state, writer, step))
