@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lm import config as config_lib, models
+from lm import config as config_lib, models, optim
 from lm.config import ConfigError
 
 
@@ -63,8 +63,7 @@ def _quiet_orbax():
 
 
 def _flat(tree) -> dict:
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {optim.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _unflat(flat: dict) -> dict:
@@ -86,9 +85,10 @@ def _mismatch_hint(init_from: str, config) -> str:
   return '; ' + ', '.join(differ) if differ else ''
 
 
-def load_pretrained(init_from: str, params, config):
-  """`params` with every leaf whose path and shape the latest checkpoint of run `init_from` also has replaced by
-  the checkpoint's value (restored onto that leaf's sharding). Prints loaded / newly initialised / dropped.
+def load_pretrained(init_from: str, params, config) -> dict:
+  """{path: array} of every leaf of `params` (arrays or ShapeDtypeStructs with shardings) whose path and shape the
+  latest checkpoint of run `init_from` also has, restored onto that leaf's sharding; `merge_params` puts them in.
+  Prints loaded / newly initialised / dropped.
 
   Only task heads (models.TASK_HEADS) may be new. A path present in both with different shapes, or a non-head
   parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
@@ -119,10 +119,14 @@ def load_pretrained(init_from: str, params, config):
   with _quiet_orbax():
     restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  values = _flat(restored['params'])
   _print_init_table(init_from, step, saved, ours, loaded)
-  merged = {name: values.get(name, leaf) for name, leaf in ours.items()}
-  return jax.tree.unflatten(jax.tree.structure(params), [merged[name] for name in ours])
+  return _flat(restored['params'])
+
+
+def merge_params(params, loaded: dict):
+  """`params` with the leaves named in `loaded` ({'block_0/attn/query/kernel': array}) replaced."""
+  flat = _flat(params)
+  return jax.tree.unflatten(jax.tree.structure(params), [loaded.get(name, leaf) for name, leaf in flat.items()])
 
 
 def _print_init_table(init_from: str, step: int, saved: dict, ours: dict, loaded: list) -> None:

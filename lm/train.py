@@ -178,12 +178,14 @@ def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_
     except (ValueError, FileNotFoundError) as e:
       raise config_lib.ConfigError(f'{ckpt.directory}/{latest}: cannot restore it into this config '
                                    f'({" ".join(str(e).split())[:300]}); use a new --workdir') from e
-  state = init_fn(jax.random.PRNGKey(config.seed))
   if config.init_from:
     print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
-    return state.replace(params=checkpoint.load_pretrained(config.init_from, state.params, config)), 0
+    target = checkpoint.abstract_with_shardings(abstract.params, shardings.params)
+    loaded = checkpoint.load_pretrained(config.init_from, target, config)  # checked before anything compiles
+    state = init_fn(jax.random.PRNGKey(config.seed))
+    return state.replace(params=checkpoint.merge_params(state.params, loaded)), 0
   print(f'No checkpoint in {ckpt.directory}: starting from scratch', flush=True)
-  return state, 0
+  return init_fn(jax.random.PRNGKey(config.seed)), 0
 
 
 def _report_parameters(params) -> int:
