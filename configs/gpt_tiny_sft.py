@@ -8,7 +8,8 @@ Each record becomes `format_prompt(instruction, input)` + output + eos (lm/data/
 the response tokens only. eval/clm_loss and eval/perplexity are over the responses of the held-out records; the
 run ends with samples from held-out prompts. eval/pretrain_loss tracks gpt_tiny's LM loss on its own eval data.
 
-Variant: a learning-rate preset of base.FINETUNE_PRESETS ('tiny' is the default). There is no ':test' shape: the
+Variant: a learning-rate preset of base.FINETUNE_PRESETS. 'fast' (1e-4, the default) keeps improving the held-out
+loss for all 150 steps and forgets little; 'tiny' (1e-3) memorises the 102 training records and overfits after ~25. There is no ':test' shape: the
 64 positions of gpt_tiny:test cannot hold a prompt and its response; tests shorten this config instead.
 """
 from configs import base, gpt_tiny
@@ -22,7 +23,7 @@ def get_config(arg: str | None = None):
   c.data.eval_fraction = 0.15  # of the records
   c.num_train_steps = 150
   c.batch_size = 16
-  c.eval_every_steps = 25  # the held-out loss bottoms out early on 102 training records: best/ keeps that step
+  c.eval_every_steps = 25
   c.eval_steps = 0  # every held-out record
   c.checkpoint_every_steps = 50
   c.best_metric = 'eval/clm_loss'
@@ -31,5 +32,5 @@ def get_config(arg: str | None = None):
   c.sample_max_new_tokens = 96
   c.sample_temperature = 0.0  # greedy: the answer the model rates best
   presets = variants & set(base.FINETUNE_PRESETS)
-  base.finetune(c, presets.pop() if presets else 'tiny')
+  base.finetune(c, presets.pop() if presets else 'fast')
   return c

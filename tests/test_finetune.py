@@ -247,10 +247,10 @@ def test_sft_loss_mask_covers_exactly_the_response(tiny_data):
 
 
 def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, tmp_path):
-  """The real gpt_tiny_sft for 40 steps from the real gpt_tiny pretrained for 40 (the test shape's 64 positions
-  cannot hold a prompt and its response)."""
+  """The real gpt_tiny_sft (LR preset 'tiny', 1e-3) for 40 steps from the real gpt_tiny pretrained for 40 (the test
+  shape's 64 positions cannot hold a prompt and its response)."""
   workdir = str(tmp_path / 'wd')
-  result = lm_cli('--config=configs/gpt_tiny_sft.py', f'--workdir={workdir}', f'--config.init_from={gpt_tiny_run[0]}',
+  result = lm_cli('--config=configs/gpt_tiny_sft.py:tiny', f'--workdir={workdir}', f'--config.init_from={gpt_tiny_run[0]}',
                   '--config.num_train_steps=40', '--config.eval_every_steps=20', '--config.forgetting_every_steps=20',
                   '--config.num_samples=1', '--config.sample_max_new_tokens=8', timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
