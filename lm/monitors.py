@@ -2,9 +2,9 @@
 
 `BestCheckpoint` keeps the state with the best `config.best_metric` in `<workdir>/best` and decides early stopping
 (`config.early_stopping_patience`); after a resume it rebuilds its record from metrics.jsonl, which the writer has
-already cut back to the restored step. `ForgettingMonitor` evaluates the init_from run's own pretraining objective
-on that run's eval data (`eval/pretrain_loss`, `eval/pretrain_<objective>_...`) to watch catastrophic forgetting:
-`pretraining_eval` gives the config and batches the train loop evaluates.
+already cut back to the restored step. `pretraining_eval` gives the config and batches with which the train loop
+evaluates the init_from run's own pretraining objective on that run's eval data (`eval/pretrain_loss`,
+`eval/pretrain_<objective>_...`) to watch catastrophic forgetting.
 """
 import math
 import os

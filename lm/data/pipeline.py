@@ -86,7 +86,8 @@ def _prepare_classify(config: ml_collections.ConfigDict):
   if config.model.num_labels == 0:
     config.model.num_labels = num_labels
     names = f' ({", ".join(train.label_names)})' if train.label_names else ''
-    print(f'model.num_labels={num_labels} from the data{names}', flush=True)
+    if jax.process_index() == 0:
+      print(f'model.num_labels={num_labels} from the data{names}', flush=True)
   elif config.model.num_labels < num_labels:
     raise DataError(f'model.num_labels={config.model.num_labels} but the data has labels up to {num_labels - 1}; '
                     f'set --config.model.num_labels={num_labels} (or 0 to take it from the data)')
