@@ -12,6 +12,8 @@ import orbax.checkpoint as ocp
 from lm import config as config_lib, models, optim
 from lm.config import ConfigError
 
+BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see monitors.BestCheckpoint
+
 
 class Checkpointer:
   """Saves every `checkpoint_every_steps` (async), keeps the last K, restores the latest onto given shardings."""
@@ -115,12 +117,29 @@ def load_pretrained(init_from: str, params, config) -> dict:
                       f'another layout or version{_mismatch_hint(init_from, config)}; convert it or pretrain again')
   target = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype, sharding=ours[name].sharding)
             for name in loaded}
-  target = {'params': _unflat(target)}
-  with _quiet_orbax():
-    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  restored = restore_params(path, _unflat(target))
   _print_init_table(init_from, step, saved, ours, loaded)
-  return _flat(restored['params'])
+  return _flat(restored)
+
+
+def state_item(directory: str, step: int) -> str:
+  """The folder of the train state in checkpoint `step` of a manager's `directory`: `state` (the Composite of the
+  training checkpoints) or `default` (best checkpoints, which hold the state alone)."""
+  for item in ('state', 'default'):
+    path = os.path.join(directory, str(step), item)
+    if os.path.isdir(path):
+      return path
+  raise ConfigError(f'{os.path.join(directory, str(step))}: holds no train state; not an lm checkpoint')
+
+
+def restore_params(path: str, target):
+  """The `params` (or the subset of them that `target` names) of the train state saved at `path`, restored onto
+  target's ShapeDtypeStructs (shape, dtype, sharding). The optimizer state is not read."""
+  target = {'params': target}
+  with _quiet_orbax():
+    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  return restored['params']
 
 
 def merge_params(params, loaded: dict):

@@ -2,9 +2,9 @@
 
   python -m lm.fill_mask --workdir=workdirs/bert_tiny --text="import [MASK] as np" [--top_k=5] [--step=N]
 """
-import sys
+from absl import app, flags
 
-from absl import app, flags, logging
+from lm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a BERT (model.type=bert) run.', required=True)
 _TEXT = flags.DEFINE_string('text', None, 'Text with one or more [MASK] tokens.', required=True)
@@ -33,10 +33,10 @@ def fill_mask(run, text: str, top_k: int) -> list[list[tuple[str, float]]]:
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logs()
   from lm import workdir
   from lm.config import ConfigError
+  from lm.data.errors import DataError
   try:
     run = workdir.load(_WORKDIR.value, _STEP.value)
     if run.config.model.type != 'bert':
@@ -44,9 +44,8 @@ def main(argv):
                         'run (use lm.generate for decoders)')
     if '[MASK]' not in _TEXT.value:
       raise ConfigError('--text: has no [MASK] token to fill')
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  except (ConfigError, DataError) as e:
+    cli.fail(e)
   for index, predictions in enumerate(fill_mask(run, _TEXT.value, _TOP_K.value)):
     print(f'[MASK] {index}: ' + '  '.join(f'{piece!r} {p:.3f}' for piece, p in predictions))
 

@@ -11,10 +11,9 @@ import os
 
 import orbax.checkpoint as ocp
 
-from lm import config as config_lib, metrics, sharding
+from lm import checkpoint, config as config_lib, metrics, sharding
 from lm.data import pipeline, tokenizer as tokenizer_lib
 
-BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -29,7 +28,7 @@ class BestCheckpoint:
     self.metric, self.patience = config.best_metric, config.early_stopping_patience
     self.sign = -1.0 if lower_is_better(self.metric) else 1.0
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST_DIR), options=options)
+    self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR), options=options)
     for step in self.manager.all_steps():  # saved after the checkpoint we resume from: not part of this history
       if step > start_step:
         self.manager.delete(step)

@@ -120,20 +120,11 @@ def evaluate(p_eval, params, eval_batches: list, weights: dict, prefix: str = 'e
   return out
 
 
-def example_batch(config) -> dict:
-  """A one-row dummy batch with the keys the model reads (for init and shape inference)."""
-  batch = {'inputs': jnp.zeros((1, config.seq_len), jnp.int32),
-           'segment_ids': jnp.ones((1, config.seq_len), jnp.int32)}
-  if config.model.type == 'bert':
-    batch['mlm_positions'] = jnp.zeros((1, config.data.max_predictions_per_seq), jnp.int32)
-  return batch
-
-
 def abstract_state(config, model, tx, mesh):
   """(abstract unboxed TrainState, its shardings, init fn): parameters are born sharded by the jitted init."""
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
-    variables = model.init({'params': params_rng}, example_batch(config))
+    variables = model.init({'params': params_rng}, models.example_batch(config))
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx, rng=dropout_rng)
 
   boxed = jax.eval_shape(init, jax.random.PRNGKey(config.seed))

@@ -1,14 +1,15 @@
-"""Loading a run for inference (fill-mask now; generation and evaluation later): config.json, tokenizer.model and
-the parameters of a checkpoint, without the training data pipeline."""
+"""Loading a run for inference (lm.generate, lm.evaluate, lm.fill_mask): config.json, tokenizer.model and the
+parameters of one checkpoint, without the training data pipeline or the optimizer state."""
 import json
 import os
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lm import checkpoint, models, monitors, optim, sharding, train
+from lm import checkpoint, models, sharding
 from lm import config as config_lib
 from lm.config import ConfigError
 from lm.data import tokenizer as tokenizer_lib
@@ -23,32 +24,51 @@ class LoadedRun(NamedTuple):
   mesh: jax.sharding.Mesh
 
 
-def load(workdir: str, step: int | None = None, best: bool = False) -> LoadedRun:
-  """The run in `workdir` at checkpoint `step` (default: the latest), or its best checkpoint (`best`, see
-  config.best_metric). ConfigError (one line) if anything is missing."""
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(config_path):
-    raise ConfigError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
-  with open(config_path) as f:
-    config = config_lib.from_saved(json.load(f))
-  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, 'tokenizer.model'))
-  folder = os.path.join(os.path.abspath(workdir), monitors.BEST_DIR if best else 'checkpoints')
-  manager = ocp.CheckpointManager(folder)
-  steps = manager.all_steps()
+def parse_mesh(text: str) -> dict:
+  """'data,fsdp,tensor' sizes (e.g. '1,2,4'; -1 = the remaining devices) -> config.mesh values; '' = data=-1."""
+  if not text:
+    return {'data': -1, 'fsdp': 1, 'tensor': 1}
+  try:
+    sizes = [int(part) for part in text.split(',')]
+  except ValueError:
+    sizes = []
+  if len(sizes) != len(sharding.MESH_AXES):
+    raise ConfigError(f'--mesh={text!r}: give three sizes data,fsdp,tensor such as 1,1,8 (-1 = the rest)')
+  return dict(zip(sharding.MESH_AXES, sizes))
+
+
+def _checkpoint_step(workdir: str, folder: str, step: int | None, best: bool) -> int:
+  """The requested (or latest) step present in `folder`; ConfigError otherwise."""
+  steps = ocp.CheckpointManager(folder).all_steps() if os.path.isdir(folder) else []
   if not steps:
     raise ConfigError(f'--workdir={workdir}: no checkpoint in {folder}; train first'
                       + (' with --config.best_metric set' if best else ''))
   step = max(steps) if step is None else step
   if step not in steps:
     raise ConfigError(f'--step={step}: no such checkpoint in {folder}; there are {sorted(steps)}')
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1  # inference: local devices, replicated params
-  mesh = sharding.make_mesh(config.mesh)
+  return step
+
+
+def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = '') -> LoadedRun:
+  """The run in `workdir` at checkpoint `step` (default: the latest), or its best checkpoint (`best`, see
+  config.best_metric). Parameters are placed on `mesh` ('data,fsdp,tensor', see parse_mesh; default: replicated on
+  every device) by the model's logical axis rules. ConfigError (one line) if anything is missing."""
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(config_path):
+    raise ConfigError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
+  with open(config_path) as f:
+    config = config_lib.from_saved(json.load(f))
+  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, 'tokenizer.model'))
+  folder = os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
+  step = _checkpoint_step(workdir, folder, step, best)
+  config.mesh.update(parse_mesh(mesh))
+  device_mesh = sharding.make_mesh(config.mesh)
   model = models.build(config.model)
-  abstract, shardings, _ = train.abstract_state(config, model, optim.build(config), mesh)
-  target = checkpoint.abstract_with_shardings(abstract, shardings)
-  if best:  # best checkpoints hold the state alone, the others also the data-iterator position
-    state = manager.restore(step, args=ocp.args.StandardRestore(target))
-  else:
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
-  manager.close()
-  return LoadedRun(config, tokenizer, model, state.params, step, mesh)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])
+  target = checkpoint.abstract_with_shardings(nn.unbox(boxed), sharding.logical_shardings(boxed, device_mesh))
+  try:
+    params = checkpoint.restore_params(checkpoint.state_item(folder, step), target)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f'{folder}/{step}: cannot restore its parameters into model {config.model.type} '
+                      f'({" ".join(str(e).split())[:300]})') from e
+  return LoadedRun(config, tokenizer, model, params, step, device_mesh)

@@ -1,4 +1,6 @@
 """Model registry: `config.model.type` -> module class. Every model takes a batch dict and returns a dict."""
+import jax.numpy as jnp
+
 from lm.models import decoder, encoder, layers
 
 MODELS = {'gpt': decoder.Decoder, 'bert': encoder.Encoder}
@@ -6,6 +8,15 @@ CAUSAL = {'gpt': True, 'bert': False}
 # Top-level modules a fine-tune adds to a pretrained network: init_from creates them fresh (anything else missing from
 # the checkpoint is an error), and optimizer.freeze_all_but_head trains only them.
 TASK_HEADS = ('class_head',)
+
+
+def example_batch(config) -> dict:
+  """A one-row dummy batch with the keys the model reads (for init and shape inference)."""
+  batch = {'inputs': jnp.zeros((1, config.seq_len), jnp.int32),
+           'segment_ids': jnp.ones((1, config.seq_len), jnp.int32)}
+  if config.model.type == 'bert':
+    batch['mlm_positions'] = jnp.zeros((1, config.data.max_predictions_per_seq), jnp.int32)
+  return batch
 
 
 def build(model_cfg):

@@ -8,13 +8,17 @@ from lm.models import heads, layers
 class Decoder(nn.Module):
   """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
   {'logits': float32 [B, T, vocab]}, plus 'class_logits' [B, num_labels] from the last non-pad token when
-  cfg.num_labels > 0."""
+  cfg.num_labels > 0.
+
+  decode=True runs against a KV cache (the mutable 'cache' collection, see layers.Attention); the batch then also
+  holds `attention_mask` [B, 1, T, cache_len] and `positions`. lm/sampling.py drives it.
+  """
   cfg: layers.ModelConfig
 
   @nn.compact
-  def __call__(self, batch: dict, train: bool = False):
+  def __call__(self, batch: dict, train: bool = False, decode: bool = False):
     cfg = self.cfg
-    x, embeddings = layers.body(cfg, batch, train)
+    x, embeddings = layers.body(cfg, batch, train, decode)
     if cfg.tie_embeddings:
       logits = embeddings.attend(x)
     else:
@@ -22,7 +26,7 @@ class Decoder(nn.Module):
                         kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))(x)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     out = {'logits': logits.astype(jnp.float32)}
-    if cfg.num_labels:  # jit drops the unused vocabulary projection when only the classifier is trained
+    if cfg.num_labels and not decode:  # jit drops the unused vocabulary projection when only the classifier is trained
       summary = heads.last_token(x, batch.get('segment_ids'))
       out['class_logits'] = heads.ClassHead(cfg, name='class_head')(summary, deterministic=not train)
     return out

@@ -112,8 +112,14 @@ class HeadsDense(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+  decode=True: keys and values also go into a 'cache' collection ([B, cache_len, heads, head_dim] each, plus the
+  write index); the call attends over the whole cache, and `mask` [B, 1, T, cache_len] says which slots each query
+  sees (causality included). `model.init` in decode mode creates the cache with the input's length.
+  """
   cfg: ModelConfig
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool):
@@ -122,10 +128,29 @@ class Attention(nn.Module):
     if cfg.position == 'rope':
       q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
     impl = None if cfg.attention_impl == 'auto' else cfg.attention_impl
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal, implementation=impl)
+    if self.decode:
+      k, v = self._cached(k, v)
+      impl = 'xla'  # one query row against a long cache: memory-bound, and every backend has it
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal and not self.decode,
+                                       implementation=impl)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+
+  def _cached(self, k, v):
+    """Writes k, v [B, T, ...] into the cache at its index, advances the index by T; returns the whole cache."""
+    initialised = self.has_variable('cache', 'cached_key')
+    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+    index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+    if not initialised:  # creating the cache (model.init): nothing to write yet
+      return k, v
+    axes = ('batch', 'length', 'heads', 'kv')
+    for var, new in ((cached_k, k), (cached_v, v)):
+      updated = jax.lax.dynamic_update_slice_in_dim(var.value, new.astype(var.value.dtype), index.value, axis=1)
+      var.value = nn.with_logical_constraint(updated, axes)
+    index.value = index.value + k.shape[1]
+    return cached_k.value, cached_v.value
 
 
 ACTIVATIONS = {
@@ -193,11 +218,12 @@ class Block(nn.Module):
   """
   cfg: ModelConfig
   deterministic: bool = True
+  decode: bool = False  # see Attention
 
   @nn.compact
   def __call__(self, x, mask, positions):
     cfg = self.cfg
-    attn, mlp = Attention(cfg, name='attn'), Mlp(cfg, name='mlp')
+    attn, mlp = Attention(cfg, self.decode, name='attn'), Mlp(cfg, name='mlp')
     ln_attn, ln_mlp = layer_norm(cfg, 'ln_attn'), layer_norm(cfg, 'ln_mlp')
     x = nn.with_logical_constraint(x, ACTIVATION_AXES)
     if cfg.norm == 'pre':
@@ -215,33 +241,35 @@ _REMAT_POLICIES = {
 }
 
 
-def stack_blocks(cfg: ModelConfig, deterministic: bool, x, mask, positions):
-  """Applies cfg.num_layers blocks, optionally rematerialised and/or scanned (one compiled block)."""
+def stack_blocks(cfg: ModelConfig, deterministic: bool, x, mask, positions, decode: bool = False):
+  """Applies cfg.num_layers blocks, optionally rematerialised (training only) and/or scanned (one compiled block)."""
   block_cls = Block
-  if cfg.remat != 'none':
+  if cfg.remat != 'none' and not decode:
     block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:
-    scanned = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+    scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 0}, split_rngs={'params': True, 'dropout': True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-    x, _ = scanned(cfg, deterministic, name='blocks')(x, mask, positions)
+    x, _ = scanned(cfg, deterministic, decode, name='blocks')(x, mask, positions)
     return x
   for i in range(cfg.num_layers):
-    x, _ = block_cls(cfg, deterministic, name=f'block_{i}')(x, mask, positions)
+    x, _ = block_cls(cfg, deterministic, decode, name=f'block_{i}')(x, mask, positions)
   return x
 
 
-def body(cfg: ModelConfig, batch: dict, train: bool):
+def body(cfg: ModelConfig, batch: dict, train: bool, decode: bool = False):
   """Embeddings -> blocks (-> final LN for pre-LN): the part every model shares. Returns (hidden, embeddings).
 
-  Call it from a model's compact `__call__`; the submodules it creates belong to that model.
+  The attention mask is `batch['attention_mask']` [B, 1, T, S] when given (decoding), else built from
+  `segment_ids`. Call it from a model's compact `__call__`; the submodules it creates belong to that model.
   """
   inputs = batch['inputs']
   positions = batch['positions'] if 'positions' in batch else jnp.broadcast_to(
       jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
   embeddings = Embeddings(cfg, name='embeddings')
   x = embeddings(inputs, positions, batch.get('token_types'), deterministic=not train)
-  x = stack_blocks(cfg, not train, x, attention_mask(batch.get('segment_ids')), positions)
+  mask = batch['attention_mask'] if 'attention_mask' in batch else attention_mask(batch.get('segment_ids'))
+  x = stack_blocks(cfg, not train, x, mask, positions, decode)
   if cfg.norm == 'pre':
     x = layer_norm(cfg, 'ln_final')(x)
   return x, embeddings

@@ -1,0 +1,67 @@
+"""Score a text file with a workdir's model: prints one JSON line with `loss` (mean NLL per predicted token),
+`perplexity` = exp(loss) and `tokens` (how many were scored), plus `objective`, `windows`, `step`.
+
+  python -m lm.evaluate --workdir=workdirs/gpt_tiny --text_file=notes.txt [--dump_logits=logits.npy]
+
+The text is tokenized as the workdir's tokenizer does by default (an encoder's as [CLS] text [SEP], as in its
+pretraining). Decoders: next-token NLL, long texts in windows of model.max_len advancing by --stride. Encoders: MLM
+loss with every text token masked once over k = round(1 / data.mask_prob) deterministic passes. --dump_logits saves
+the token-head logits of the unmasked text, float32 [tokens of the text, vocab]. Details: lm/scoring.py.
+"""
+import json
+import os
+
+from absl import app, flags
+
+from lm import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a run (lm.main or lm.convert).', required=True)
+_TEXT_FILE = flags.DEFINE_string('text_file', None, 'UTF-8 text file to score.', required=True)
+_DUMP = flags.DEFINE_string('dump_logits', None, 'Also save the logits [tokens, vocab] (float32) to this .npy file.')
+_STRIDE = flags.DEFINE_integer('stride', None, 'Decoder window advance in tokens (default: model.max_len - 1).')
+_BATCH = flags.DEFINE_integer('batch_size', 8, 'Windows per forward pass.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_BEST = flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best, see config.best_metric).')
+_MESH = flags.DEFINE_string('mesh', '', 'data,fsdp,tensor mesh for the parameters, e.g. 1,1,8 (default: replicated).')
+
+
+def read_text(path: str) -> str:
+  """The file's text; ConfigError if it is missing or not UTF-8."""
+  from lm.config import ConfigError
+  if not os.path.isfile(path):
+    raise ConfigError(f'--text_file={path}: no such file')
+  try:
+    with open(path, encoding='utf-8') as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise ConfigError(f'--text_file={path}: not UTF-8 text ({e.reason} at byte {e.start})') from e
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_logs()
+  import jax
+  import numpy as np
+  from lm import scoring, workdir
+  from lm.config import ConfigError
+  from lm.data.errors import DataError
+  try:
+    if _BATCH.value < 1:
+      raise ConfigError(f'--batch_size={_BATCH.value}: must be >= 1')
+    text = read_text(_TEXT_FILE.value)
+    run = workdir.load(_WORKDIR.value, _STEP.value, best=_BEST.value, mesh=_MESH.value)
+    with jax.set_mesh(run.mesh):
+      result, logits = scoring.score(run, scoring.tokenize(run, text), stride=_STRIDE.value,
+                                     batch_size=_BATCH.value, with_logits=bool(_DUMP.value))
+  except (ConfigError, DataError) as e:
+    cli.fail(e)
+  if _DUMP.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_DUMP.value)), exist_ok=True)
+    np.save(_DUMP.value, logits)
+    result['logits'] = _DUMP.value
+  print(json.dumps({**result, 'step': run.step}), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
