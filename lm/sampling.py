@@ -209,6 +209,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
              batch_multiple: int = 1) -> list[list[int]]:
   """The new token ids of each prompt (token ids), stopped before EOS. Call it under `jax.set_mesh(mesh)` when the
   params are sharded; batch_multiple (the mesh's data-parallel size) rounds the batch up so it divides evenly."""
+  sampling.check()
   tokens, pads = left_pad(prompts, max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)
   fn = _generate_cached if use_cache else _generate_uncached
@@ -221,6 +222,7 @@ def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id:
            sampling: Sampling = Sampling(), seed: int = 0, batch_multiple: int = 1) -> Iterator[int]:
   """An iterator over the new token ids of one prompt as they are decoded (the ids `generate` returns), until EOS.
   The prompt is checked now (ConfigError), before anything is decoded."""
+  sampling.check()
   tokens, pads = left_pad([prompt], max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)
   prefill = jax.jit(functools.partial(_prefill, model=model, max_new_tokens=max_new_tokens))

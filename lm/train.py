@@ -316,7 +316,8 @@ class Run:
     with jax.set_mesh(self.mesh):
       texts = sampling.sample_texts(self.model, self.state.params, self.tokenizer, prompts,
                                     max_new_tokens=config.sample_max_new_tokens,
-                                    temperature=config.sample_temperature, seed=config.seed)
+                                    temperature=config.sample_temperature, seed=config.seed,
+                                    batch_multiple=sharding.data_parallel_size(self.mesh))
     for prompt, text in zip(prompts, texts):
       if jax.process_index() == 0:
         print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)

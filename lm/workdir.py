@@ -58,9 +58,12 @@ def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = 
     raise ConfigError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
   with open(config_path) as f:
     config = config_lib.from_saved(json.load(f))
-  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(workdir, 'tokenizer.model'))
   folder = os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
   step = _checkpoint_step(workdir, folder, step, best)
+  tokenizer_path = os.path.join(workdir, 'tokenizer.model')
+  if not os.path.isfile(tokenizer_path):
+    raise ConfigError(f'--workdir={workdir}: no tokenizer.model there; copy the tokenizer of the run that made it')
+  tokenizer = tokenizer_lib.Tokenizer.load(tokenizer_path)
   config.mesh.update(parse_mesh(mesh))
   device_mesh = sharding.make_mesh(config.mesh)
   model = models.build(config.model)

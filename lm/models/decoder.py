@@ -11,7 +11,8 @@ class Decoder(nn.Module):
   cfg.num_labels > 0.
 
   decode=True runs against a KV cache (the mutable 'cache' collection, see layers.Attention); the batch then also
-  holds `attention_mask` [B, 1, T, cache_len] and `positions`. lm/sampling.py drives it.
+  holds `attention_mask` [B, 1, T, cache_len] and `positions`, and 'logits' are those of the last slot only,
+[B, 1, vocab]. lm/sampling.py drives it.
   """
   cfg: layers.ModelConfig
 
@@ -19,6 +20,8 @@ class Decoder(nn.Module):
   def __call__(self, batch: dict, train: bool = False, decode: bool = False):
     cfg = self.cfg
     x, embeddings = layers.body(cfg, batch, train, decode)
+    if decode:  # decoding needs the next-token logits of the last slot only: skip the vocab projection elsewhere
+      x = x[:, -1:]
     if cfg.tie_embeddings:
       logits = embeddings.attend(x)
     else:
