@@ -100,10 +100,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.freeze_all_but_head = False  # train only the task head (classification head; linear probing)
   o.freeze_patterns = ''  # comma-separated regexes: parameters whose path (block_0/attn/query/kernel) matches freeze
 
-  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor); product = device count
+  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor), product = device count; lm/sharding.py
   ms.data = -1  # data-parallel axis size (-1 = all devices left over)
   ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
   ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)
+  ms.dcn_data = 1  # data parallelism across TPU slices (or GPU/CPU hosts) over the data-center network; data*= this
+  ms.rules = mr = ml_collections.ConfigDict()  # logical axis -> comma-separated mesh axes ('' = replicated)
+  mr.length = ''  # sequence dimension of activations
+  mr.embed = 'fsdp'  # d_model dimension (parameters; activations whose batch took fsdp keep it whole)
+  mr.mlp = 'tensor'  # d_ff dimension
+  mr.heads = 'tensor'  # attention heads
+  mr.kv = ''  # per-head dimension
+  mr.vocab = 'tensor'  # vocabulary dimension of embeddings and logits
+  mr.layers = ''  # the stacked-layer dimension of scanned blocks (model.scan_layers)
   return c
 
 

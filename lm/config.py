@@ -232,8 +232,24 @@ def _check_parallelism(config, num_devices: int, process_count: int):
                       'process feeds its own batch rows, so the batch axes must span the processes')
   if config.model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
     raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'xla' or 'auto'")
-  if config.model.num_heads % shape[2] or config.model.d_ff % shape[2]:
-    raise ConfigError(f'mesh.tensor={shape[2]} must divide model.num_heads and model.d_ff')
+  _check_shardable(config, dict(zip(sharding.MESH_AXES, shape)))
+
+
+def _check_shardable(config, axis_sizes: dict):
+  """Every parameter dimension and the sequence split evenly under config.mesh.rules (traced, not compiled)."""
+  import jax
+  from lm import models, sharding
+  rules = sharding.logical_rules(config.mesh)
+  length_axes = dict(rules)['length']
+  length_axes = (length_axes,) if isinstance(length_axes, str) else (length_axes or ())
+  shards = 1
+  for axis in length_axes:
+    shards *= axis_sizes[axis]
+  if config.seq_len % shards:
+    raise ConfigError(f'seq_len={config.seq_len} is not divisible by the {shards} shards of mesh.rules.length')
+  model = models.build(config.model)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config)))['params']
+  sharding.check_divisible(boxed, axis_sizes, rules)
 
 
 # Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.

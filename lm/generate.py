@@ -57,7 +57,7 @@ def _stream_one(run, ids: list[int], sampling, out) -> int:
   tok = run.tokenizer
   tokens = sampling_lib.stream(run.model, run.params, ids, max_new_tokens=_MAX_NEW.value, eos_id=tok.eos_id,
                                pad_id=tok.pad_id, sampling=sampling, seed=_SEED.value,
-                               batch_multiple=_data_parallel(run))
+                               batch_multiple=_data_parallel(run), rules=_rules(run))
   printed = tok.decode(ids)
   out.write(printed)
   out.flush()
@@ -78,6 +78,11 @@ def _data_parallel(run) -> int:
   return sharding.data_parallel_size(run.mesh)
 
 
+def _rules(run) -> tuple:
+  from lm import sharding
+  return sharding.logical_rules(run.config.mesh)
+
+
 def generate_texts(run, prompts: list[str], sampling, use_cache: bool = True) -> tuple[list[str], int]:
   """(each prompt + continuation as text, number of new tokens) for a batch of text prompts."""
   from lm import sampling as sampling_lib
@@ -85,7 +90,7 @@ def generate_texts(run, prompts: list[str], sampling, use_cache: bool = True) ->
   ids = [tok.encode(p) for p in prompts]
   new = sampling_lib.generate(run.model, run.params, ids, max_new_tokens=_MAX_NEW.value, eos_id=tok.eos_id,
                               pad_id=tok.pad_id, sampling=sampling, seed=_SEED.value, use_cache=use_cache,
-                              batch_multiple=_data_parallel(run))
+                              batch_multiple=_data_parallel(run), rules=_rules(run))
   return [tok.decode(p + n) for p, n in zip(ids, new)], sum(len(n) for n in new)
 
 

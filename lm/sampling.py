@@ -104,22 +104,22 @@ def _choose(logits, carry_done, rng, step, sampling: Sampling, eos_id: int, pad_
   return token, carry_done | (token == eos_id)
 
 
-def _prefill(params, tokens, pads, *, model, max_new_tokens: int):
+def _prefill(params, tokens, pads, *, model, max_new_tokens: int, rules: tuple):
   """The loop's first carry (step, last logits, cache, generated tokens, done) after running the prompts."""
   batch_size, prompt_len = tokens.shape
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+  with nn.logical_axis_rules(rules):
     cache = _empty_cache(model, batch_size, prompt_len + max_new_tokens)
     logits, cache = _apply_cached(model, params, cache, tokens, pads, 0)
   out = jnp.zeros((batch_size, max_new_tokens), jnp.int32)
   return jnp.int32(0), logits, cache, out, jnp.zeros((batch_size,), bool)
 
 
-def _advance(params, carry, pads, rng, *, model, sampling: Sampling, eos_id: int, pad_id: int):
+def _advance(params, carry, pads, rng, *, model, sampling: Sampling, eos_id: int, pad_id: int, rules: tuple):
   """One decoding step: choose each row's token from the last logits, store it, run it through the cache."""
   step, logits, cache, out, done = carry
   token, done = _choose(logits, done, rng, step, sampling, eos_id, pad_id)
   out = jax.lax.dynamic_update_index_in_dim(out, token, step, axis=1)
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+  with nn.logical_axis_rules(rules):
     logits, cache = _apply_cached(model, params, cache, token[:, None], pads, _prompt_len(cache, out) + step)
   return step + 1, logits, cache, out, done
 
@@ -134,15 +134,15 @@ def _prompt_len(cache, out) -> int:
   return _cache_len(cache) - out.shape[1]
 
 
-_STATIC = ('model', 'max_new_tokens', 'sampling', 'eos_id', 'pad_id')
+_STATIC = ('model', 'max_new_tokens', 'sampling', 'eos_id', 'pad_id', 'rules')
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate_cached(params, tokens, pads, rng, *, model, max_new_tokens: int, sampling: Sampling, eos_id: int,
-                     pad_id: int):
+                     pad_id: int, rules: tuple):
   """Generated tokens [B, max_new_tokens] (pad after a row's EOS), with the KV cache."""
-  carry = _prefill(params, tokens, pads, model=model, max_new_tokens=max_new_tokens)
-  advance = functools.partial(_advance, model=model, sampling=sampling, eos_id=eos_id, pad_id=pad_id)
+  carry = _prefill(params, tokens, pads, model=model, max_new_tokens=max_new_tokens, rules=rules)
+  advance = functools.partial(_advance, model=model, sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
   carry = jax.lax.while_loop(lambda c: (c[0] < max_new_tokens) & ~jnp.all(c[4]),
                              lambda c: advance(params, c, pads, rng), carry)
   return carry[3]
@@ -150,7 +150,7 @@ def _generate_cached(params, tokens, pads, rng, *, model, max_new_tokens: int, s
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate_uncached(params, tokens, pads, rng, *, model, max_new_tokens: int, sampling: Sampling, eos_id: int,
-                       pad_id: int):
+                       pad_id: int, rules: tuple):
   """The same tokens as _generate_cached, re-running the full (fixed-size) sequence for every new token."""
   batch_size, prompt_len = tokens.shape
   slots = jnp.arange(prompt_len + max_new_tokens)[None, :]
@@ -160,7 +160,7 @@ def _generate_uncached(params, tokens, pads, rng, *, model, max_new_tokens: int,
 
   def body(carry):
     step, buffer, out, done = carry
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    with nn.logical_axis_rules(rules):
       logits = model.apply({'params': params}, {**batch, 'inputs': buffer})['logits']
     logits = jax.lax.dynamic_index_in_dim(logits, prompt_len + step - 1, axis=1, keepdims=False)
     token, done = _choose(logits, done, rng, step, sampling, eos_id, pad_id)
@@ -205,28 +205,31 @@ def _cut(row, eos_id: int) -> list[int]:
 
 
 def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int, pad_id: int,
-             sampling: Sampling = Sampling(), seed: int = 0, use_cache: bool = True,
-             batch_multiple: int = 1) -> list[list[int]]:
+             sampling: Sampling = Sampling(), seed: int = 0, use_cache: bool = True, batch_multiple: int = 1,
+             rules: tuple = sharding.DEFAULT_RULES) -> list[list[int]]:
   """The new token ids of each prompt (token ids), stopped before EOS. Call it under `jax.set_mesh(mesh)` when the
-  params are sharded; batch_multiple (the mesh's data-parallel size) rounds the batch up so it divides evenly."""
+  params are sharded; batch_multiple (the mesh's data-parallel size) rounds the batch up so it divides evenly, and
+  `rules` (sharding.logical_rules(config.mesh)) place the activations."""
   sampling.check()
   tokens, pads = left_pad(prompts, max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)
   fn = _generate_cached if use_cache else _generate_uncached
   out = fn(params, tokens, pads, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
-           sampling=sampling, eos_id=eos_id, pad_id=pad_id)
+           sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
   return [_cut(row, eos_id) for row in np.asarray(out)[:len(prompts)]]
 
 
 def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id: int, pad_id: int,
-           sampling: Sampling = Sampling(), seed: int = 0, batch_multiple: int = 1) -> Iterator[int]:
+           sampling: Sampling = Sampling(), seed: int = 0, batch_multiple: int = 1,
+           rules: tuple = sharding.DEFAULT_RULES) -> Iterator[int]:
   """An iterator over the new token ids of one prompt as they are decoded (the ids `generate` returns), until EOS.
   The prompt is checked now (ConfigError), before anything is decoded."""
   sampling.check()
   tokens, pads = left_pad([prompt], max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)
-  prefill = jax.jit(functools.partial(_prefill, model=model, max_new_tokens=max_new_tokens))
-  advance = jax.jit(functools.partial(_advance, model=model, sampling=sampling, eos_id=eos_id, pad_id=pad_id))
+  prefill = jax.jit(functools.partial(_prefill, model=model, max_new_tokens=max_new_tokens, rules=rules))
+  advance = jax.jit(functools.partial(_advance, model=model, sampling=sampling, eos_id=eos_id, pad_id=pad_id,
+                                      rules=rules))
   rng = jax.random.PRNGKey(seed)
 
   def tokens_as_decoded():
@@ -241,10 +244,10 @@ def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id:
 
 
 def sample_texts(model, params, tokenizer, prompts, *, max_new_tokens: int, temperature: float, seed: int,
-                 batch_multiple: int = 1) -> list[str]:
+                 batch_multiple: int = 1, rules: tuple = sharding.DEFAULT_RULES) -> list[str]:
   """Each text prompt followed by its continuation, decoded as text (prompts keep their last tokens when too long)."""
   ids = [tokenizer.encode(p)[-(model.cfg.max_len - max_new_tokens):] for p in prompts]
   new = generate(model, params, ids, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
                  pad_id=tokenizer.pad_id, sampling=Sampling(temperature=temperature), seed=seed,
-                 batch_multiple=batch_multiple)
+                 batch_multiple=batch_multiple, rules=rules)
   return [tokenizer.decode(prompt + continuation) for prompt, continuation in zip(ids, new)]

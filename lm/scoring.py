@@ -85,10 +85,10 @@ def masked_rows(ids, max_len: int, mask_id: int, passes: int) -> Rows:
   return rows
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'logits_key', 'with_logits'))
-def _score(params, batch, targets, weights, *, model, logits_key: str, with_logits: bool):
+@functools.partial(jax.jit, static_argnames=('model', 'logits_key', 'with_logits', 'rules'))
+def _score(params, batch, targets, weights, *, model, logits_key: str, with_logits: bool, rules: tuple):
   """(sum of weighted NLL, sum of weights, logits [B, T, V] or None) of one batch of rows."""
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+  with nn.logical_axis_rules(rules):
     logits = model.apply({'params': params}, batch)[logits_key]
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
   return jnp.sum(nll * weights), jnp.sum(weights), logits if with_logits else None
@@ -142,7 +142,8 @@ def score(run, ids, *, stride: int | None = None, batch_size: int = 8, with_logi
     if not models.CAUSAL[run.config.model.type]:
       batch['token_types'] = np.zeros_like(arrays['tokens'])
     nll, weight, logits = _score(run.params, batch, arrays['targets'], arrays['weights'], model=run.model,
-                                 logits_key=logits_key, with_logits=with_logits)
+                                 logits_key=logits_key, with_logits=with_logits,
+                                 rules=sharding.logical_rules(run.config.mesh))
     total, count = total + float(nll), count + float(weight)
     if with_logits:
       owned = arrays['owner'] >= 0

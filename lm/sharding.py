@@ -12,11 +12,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lm.config import ConfigError
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
-BATCH_AXES = ('data', 'fsdp')
-# Logical axis -> mesh axis, t5x style. A logical axis may list several rules: the first whose mesh axis is not
-# already used by another dimension of the same array wins (so `embed` is fsdp-sharded in parameters, and
-# replicated in activations whose batch dimension already took fsdp).
-LOGICAL_RULES = (
+BATCH_AXES = ('data', 'fsdp')  # the batch is always split over the data-parallel axes (each process feeds its rows)
+# Logical axis -> mesh axes, t5x style: the defaults of `config.mesh.rules` ('batch' is fixed to BATCH_AXES). A mesh
+# axis serves one dimension per array: in activations whose batch dimension took fsdp, `embed` stays replicated.
+DEFAULT_RULES = (
     ('batch', BATCH_AXES),
     ('length', None),
     ('embed', 'fsdp'),
@@ -26,10 +25,28 @@ LOGICAL_RULES = (
     ('vocab', 'tensor'),
     ('layers', None),
 )
+# The model dimension behind each logical axis, named in divisibility errors.
+_AXIS_KEYS = {'vocab': 'model.vocab_size', 'embed': 'model.d_model', 'mlp': 'model.d_ff', 'heads': 'model.num_heads',
+              'kv': 'model.d_model/model.num_heads', 'layers': 'model.num_layers', 'length': 'model.max_len'}
+
+
+def logical_rules(mesh_cfg) -> tuple:
+  """The rule table of `config.mesh.rules` (logical axis -> comma-separated mesh axes, '' = replicated)."""
+  rules = [('batch', BATCH_AXES)]
+  for name, _ in DEFAULT_RULES[1:]:
+    text = mesh_cfg.rules[name]
+    axes = tuple(part.strip() for part in text.split(',') if part.strip())
+    for axis in axes:
+      if axis not in MESH_AXES:
+        raise ConfigError(f'mesh.rules.{name}={text!r}: {axis!r} is not a mesh axis; give comma-separated names '
+                          f"from {MESH_AXES}, or '' to replicate")
+    rules.append((name, axes[0] if len(axes) == 1 else (axes or None)))
+  return tuple(rules)
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
-  """Resolves `config.mesh` (-1 = the remaining devices) to (data, fsdp, tensor) for `num_devices` devices."""
+  """Resolves `config.mesh` (-1 = the remaining devices) to (data, fsdp, tensor) for `num_devices` devices; the
+  data size includes the mesh.dcn_data slices."""
   sizes = {axis: int(mesh_cfg[axis]) for axis in MESH_AXES}
   free = [axis for axis, size in sizes.items() if size == -1]
   for axis, size in sizes.items():
@@ -37,22 +54,64 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
       raise ConfigError(f'mesh.{axis}={size} must be a positive size or -1 (the remaining devices)')
   if len(free) > 1:
     raise ConfigError(f'mesh: only one axis may be -1, got {free}')
+  slices = int(mesh_cfg.dcn_data)
+  if slices < 1 or num_devices % slices:
+    raise ConfigError(f'mesh.dcn_data={slices} must be >= 1 and divide the {num_devices} devices')
+  per_slice = num_devices // slices
   fixed = math.prod(size for size in sizes.values() if size != -1)
   if free:
-    if num_devices % fixed:
-      raise ConfigError(f'mesh.{free[0]}=-1: {num_devices} devices are not divisible by the other axes ({fixed})')
-    sizes[free[0]] = num_devices // fixed
-  elif fixed != num_devices:
-    raise ConfigError(f'mesh: data*fsdp*tensor={fixed} but there are {num_devices} devices; '
-                      f'make the product {num_devices} or set one axis to -1')
+    if per_slice % fixed:
+      raise ConfigError(f'mesh.{free[0]}=-1: {per_slice} devices per slice are not divisible by the other axes '
+                        f'({fixed})')
+    sizes[free[0]] = per_slice // fixed
+  elif fixed != per_slice:
+    raise ConfigError(f'mesh: data*fsdp*tensor={fixed} but there are {per_slice} devices per slice '
+                      f'({num_devices} / mesh.dcn_data={slices}); make the product {per_slice} or set one axis to -1')
+  sizes['data'] *= slices
   return tuple(sizes[axis] for axis in MESH_AXES)
 
 
+def num_slices(devices) -> int:
+  """Granules joined by the slow network: TPU slices (device.slice_index), else processes (GPU/CPU hosts)."""
+  if hasattr(devices[0], 'slice_index'):
+    return len({d.slice_index for d in devices})
+  return len({d.process_index for d in devices})
+
+
 def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
-  """A `Mesh(('data', 'fsdp', 'tensor'))` over `devices` (default: all), with automatic (GSPMD) axes."""
+  """A `Mesh(('data', 'fsdp', 'tensor'))` over `devices` (default: all), with automatic (GSPMD) axes. With
+  mesh.dcn_data > 1 the data axis spans the slices (or hosts): a hybrid mesh whose other axes stay inside one."""
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(mesh_cfg, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  slices = int(mesh_cfg.dcn_data)
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if num_slices(devices) != slices:
+    raise ConfigError(f'mesh.dcn_data={slices} but the devices form {num_slices(devices)} slices (TPU slices, or '
+                      'processes elsewhere); set it to that number')
+  from jax.experimental import mesh_utils
+  grid = mesh_utils.create_hybrid_device_mesh((shape[0] // slices, *shape[1:]), (slices, 1, 1), devices,
+                                              process_is_granule=not hasattr(devices[0], 'slice_index'))
+  return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def check_divisible(boxed_tree, axis_sizes: dict, rules: tuple) -> None:
+  """ConfigError naming the model key, the mesh axes and the rule when a parameter dimension (logical names, see
+  nn.Partitioned) does not split evenly over the mesh axes its logical axis maps to."""
+  leaves = jax.tree_util.tree_flatten_with_path(boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+  for path, leaf in leaves:
+    if not isinstance(leaf, nn.Partitioned):
+      continue
+    spec = nn.logical_to_mesh_axes(leaf.names, rules)
+    for size, axes, name in zip(leaf.value.shape, spec, leaf.names):
+      axes = (axes,) if isinstance(axes, str) else (axes or ())
+      shards = math.prod(axis_sizes[a] for a in axes)
+      if size % shards:
+        where = '*'.join(f'mesh.{a}' for a in axes)
+        raise ConfigError(f'{_AXIS_KEYS.get(name, name)}={size} is not divisible by {where}={shards} (parameter '
+                          f"{jax.tree_util.keystr(path)}, rule mesh.rules.{name}); change one of them or set "
+                          f"--config.mesh.rules.{name}=''")
 
 
 def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
@@ -69,10 +128,10 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh):
+def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh, rules: tuple = DEFAULT_RULES):
   """NamedShardings for a tree whose leaves carry logical axis names (`nn.Partitioned`); others are replicated."""
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
 def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:

@@ -30,7 +30,7 @@ class NonFiniteLossError(RuntimeError):
 def forward(apply_fn, params, batch: dict, *, config, train: bool, rng=None) -> dict:
   """The model's outputs for a batch; a second dropout view under 'second_view' if an objective needs one."""
   rngs = {'dropout': rng} if train else None
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+  with nn.logical_axis_rules(sharding.logical_rules(config.mesh)):
     outputs = apply_fn({'params': params}, batch, train=train, rngs=rngs)
     if any(objectives.OBJECTIVES[name].views > 1 for name in config.objectives):
       second_rngs = {'dropout': jax.random.fold_in(rng, 1)} if train else None
@@ -128,7 +128,7 @@ def abstract_state(config, model, tx, mesh):
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx, rng=dropout_rng)
 
   boxed = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-  shardings = sharding.logical_shardings(boxed, mesh)
+  shardings = sharding.logical_shardings(boxed, mesh, sharding.logical_rules(config.mesh))
   init_fn = jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=shardings)
   return nn.unbox(boxed), shardings, init_fn
 
@@ -317,7 +317,8 @@ class Run:
       texts = sampling.sample_texts(self.model, self.state.params, self.tokenizer, prompts,
                                     max_new_tokens=config.sample_max_new_tokens,
                                     temperature=config.sample_temperature, seed=config.seed,
-                                    batch_multiple=sharding.data_parallel_size(self.mesh))
+                                    batch_multiple=sharding.data_parallel_size(self.mesh),
+                                    rules=sharding.logical_rules(config.mesh))
     for prompt, text in zip(prompts, texts):
       if jax.process_index() == 0:
         print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)

@@ -64,11 +64,12 @@ def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = 
   if not os.path.isfile(tokenizer_path):
     raise ConfigError(f'--workdir={workdir}: no tokenizer.model there; copy the tokenizer of the run that made it')
   tokenizer = tokenizer_lib.Tokenizer.load(tokenizer_path)
-  config.mesh.update(parse_mesh(mesh))
+  config.mesh.update(parse_mesh(mesh), dcn_data=1)
   device_mesh = sharding.make_mesh(config.mesh)
   model = models.build(config.model)
   boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])
-  target = checkpoint.abstract_with_shardings(nn.unbox(boxed), sharding.logical_shardings(boxed, device_mesh))
+  target = checkpoint.abstract_with_shardings(nn.unbox(boxed), sharding.logical_shardings(
+      boxed, device_mesh, sharding.logical_rules(config.mesh)))
   try:
     params = checkpoint.restore_params(checkpoint.state_item(folder, step), target)
   except (ValueError, FileNotFoundError) as e:

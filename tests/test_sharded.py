@@ -15,9 +15,13 @@ from lm import models, optim, sharding, train  # noqa: E402
 from lm.data import pipeline  # noqa: E402
 
 
-def run_steps(config, mesh_shape, batches):
+MESHES = [(8, 1, 1), (1, 8, 1), (1, 4, 2), (2, 2, 2)]
+
+
+def run_steps(config, mesh_shape, batches, **rules):
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  config.mesh.rules.update(rules)
   devices = jax.devices()[:int(np.prod(mesh_shape))]
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   model = models.build(config.model)
@@ -47,7 +51,7 @@ def reference(tiny_config, batches):
   return run_steps(tiny_config, (1, 1, 1), batches)
 
 
-@pytest.mark.parametrize('mesh_shape', [(2, 2, 2), (8, 1, 1), (1, 4, 2)])
+@pytest.mark.parametrize('mesh_shape', MESHES)
 def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
   losses, state = run_steps(tiny_config, mesh_shape, batches)
   np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
@@ -67,15 +71,59 @@ def bert_setup():
   return config, [next(iterator) for _ in range(2)]
 
 
-def test_encoder_same_losses_on_one_device_and_2x2x2(bert_setup):
+@pytest.fixture(scope='module')
+def bert_reference(bert_setup):
+  return run_steps(bert_setup[0], (1, 1, 1), bert_setup[1])[0]
+
+
+@pytest.mark.parametrize('mesh_shape', MESHES)
+def test_encoder_same_losses_on_every_mesh(bert_setup, bert_reference, mesh_shape):
   config, batches = bert_setup
-  reference, _ = run_steps(config, (1, 1, 1), batches)
-  losses, state = run_steps(config, (2, 2, 2), batches)
-  np.testing.assert_allclose(losses[0], reference[0], rtol=1e-6)  # same init, same dropout masks, same loss
+  losses, state = run_steps(config, mesh_shape, batches)
+  np.testing.assert_allclose(losses[0], bert_reference[0], rtol=1e-6)  # same init, same dropout masks, same loss
   # Adam's first update is ~lr·sign(g): coordinates with a ~0 gradient can step either way on another summation
   # order, so later losses agree to 1e-4 (the tolerance of the scale-out equivalence tests), not bitwise.
-  np.testing.assert_allclose(losses, reference, rtol=1e-4)
-  assert state.params['embeddings']['token']['embedding'].sharding.spec == P('tensor', 'fsdp')
+  np.testing.assert_allclose(losses, bert_reference, rtol=1e-4)
+  if mesh_shape == (2, 2, 2):
+    assert state.params['embeddings']['token']['embedding'].sharding.spec == P('tensor', 'fsdp')
+
+
+def _state_bytes_per_device(config, mesh_shape) -> int:
+  """Per-device bytes of the whole train state (params + Adam moments), from the compiled sharded init."""
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  mesh = sharding.make_mesh(config.mesh)
+  abstract, _, init_fn = train.abstract_state(config, models.build(config.model), optim.build(config), mesh)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  return init_fn.lower(jax.random.PRNGKey(0)).compile().memory_analysis().output_size_in_bytes, num_params
+
+
+def test_fsdp_keeps_one_eighth_of_the_state_per_device(tiny_config):
+  replicated, num_params = _state_bytes_per_device(tiny_config, (8, 1, 1))
+  fsdp, _ = _state_bytes_per_device(tiny_config, (1, 8, 1))
+  assert replicated >= 3 * 4 * num_params  # params + 2 Adam moments in float32, whole on every device
+  assert fsdp <= (1 / 8 + 0.10) * replicated, (fsdp, replicated, fsdp / replicated)
+
+
+def test_rules_come_from_the_config_and_indivisible_dimensions_fail_early(tiny_config, batches):
+  from lm import config as config_lib
+  losses, state = run_steps(tiny_config, (1, 8, 1), batches[:2], embed='')  # replicate d_model everywhere
+  assert state.params['block_0']['mlp']['fc_in']['kernel'].sharding.spec == P(None, 'tensor')
+  np.testing.assert_allclose(losses, run_steps(tiny_config, (1, 1, 1), batches[:2])[0], rtol=1e-5)
+  config = tiny_config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.tensor = 1, 8  # gpt_tiny:test has 4 heads
+  with pytest.raises(config_lib.ConfigError, match=r'model.num_heads=4 is not divisible by mesh.tensor=8 .*'
+                                                   r"rule mesh.rules.heads\); .* --config.mesh.rules.heads=''"):
+    config_lib.validate(config, num_devices=8)
+  config.mesh.rules.heads = ''
+  config_lib.validate(config, num_devices=8)
+  config.model.vocab_size = 1004
+  with pytest.raises(config_lib.ConfigError, match=r'model.vocab_size=1004 is not divisible by mesh.tensor=8'):
+    config_lib.validate(config, num_devices=8)
+  config.model.vocab_size = 1024
+  config.mesh.rules.embed = 'model'
+  with pytest.raises(config_lib.ConfigError, match="mesh.rules.embed='model': 'model' is not a mesh axis"):
+    config_lib.validate(config, num_devices=8)
 
 
 def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
