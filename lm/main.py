@@ -13,6 +13,11 @@ from lm import cli
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/gpt_tiny.py[:arg].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (default: workdirs/<config name>).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'Multi-process: host:port of process 0 (else '
+                                   '$LM_COORDINATOR_ADDRESS; SLURM and TPU pods are detected without it).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-process: number of processes ($LM_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-process: this process, 0..num_processes-1 '
+                                   '($LM_PROCESS_ID).')
 
 
 def default_workdir(config_path: str) -> str:
@@ -25,10 +30,16 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   import jax  # after flag parsing, so --help and flag errors are instant
-  from lm import config as config_lib, train
+  from lm import config as config_lib, sharding, train
   from lm.data.errors import DataError
 
   config, config_path = cli.loaded_config(_CONFIG)
+  try:
+    where = sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except config_lib.ConfigError as e:
+    cli.fail(e)
+  if jax.process_count() > 1:
+    print(f'Distributed: {where}; {jax.local_device_count()} local of {jax.device_count()} devices', flush=True)
   workdir = _WORKDIR.value or default_workdir(config_path)
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)

@@ -216,7 +216,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
   fn = _generate_cached if use_cache else _generate_uncached
   out = fn(params, tokens, pads, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
            sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
-  return [_cut(row, eos_id) for row in np.asarray(out)[:len(prompts)]]
+  return [_cut(row, eos_id) for row in sharding.to_host(out)[:len(prompts)]]
 
 
 def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id: int, pad_id: int,
@@ -236,7 +236,7 @@ def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id:
     carry = prefill(params, tokens, pads)
     for step in range(max_new_tokens):
       carry = advance(params, carry, pads, rng)
-      token = int(carry[3][0, step])
+      token = int(sharding.to_host(carry[3])[0, step])
       if token == eos_id:
         return
       yield token

@@ -147,7 +147,7 @@ def score(run, ids, *, stride: int | None = None, batch_size: int = 8, with_logi
     total, count = total + float(nll), count + float(weight)
     if with_logits:
       owned = arrays['owner'] >= 0
-      dump[arrays['owner'][owned]] = np.asarray(logits)[owned]
+      dump[arrays['owner'][owned]] = sharding.to_host(logits)[owned]
   loss = total / count
   result = {'loss': loss, 'perplexity': math.exp(loss) if loss < 700 else math.inf, 'tokens': int(count),
             'objective': objective, 'windows': windows}

@@ -71,11 +71,16 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
   return tuple(sizes[axis] for axis in MESH_AXES)
 
 
+def _by_process(devices) -> bool:
+  """True where the slow-network granules are processes (GPU/CPU hosts), not TPU slices (device.slice_index)."""
+  return len({getattr(d, 'slice_index', 0) for d in devices}) == 1
+
+
 def num_slices(devices) -> int:
-  """Granules joined by the slow network: TPU slices (device.slice_index), else processes (GPU/CPU hosts)."""
-  if hasattr(devices[0], 'slice_index'):
-    return len({d.slice_index for d in devices})
-  return len({d.process_index for d in devices})
+  """Granules joined by the slow network: TPU slices, else processes (GPU/CPU hosts)."""
+  if _by_process(devices):
+    return len({d.process_index for d in devices})
+  return len({d.slice_index for d in devices})
 
 
 def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
@@ -92,7 +97,7 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
                       'processes elsewhere); set it to that number')
   from jax.experimental import mesh_utils
   grid = mesh_utils.create_hybrid_device_mesh((shape[0] // slices, *shape[1:]), (slices, 1, 1), devices,
-                                              process_is_granule=not hasattr(devices[0], 'slice_index'))
+                                              process_is_granule=_by_process(devices))
   return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
@@ -143,3 +148,44 @@ def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:
     global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
     out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
   return out
+
+
+def cluster_from_env(env) -> str | None:
+  """The multi-host cluster this process runs in, as jax.distributed can detect it: 'slurm' (SLURM_JOB_ID with more
+  than one task), 'tpu' (a multi-host TPU VM slice or a multi-slice job), or None on a plain single host."""
+  if 'SLURM_JOB_ID' in env and int(env.get('SLURM_NTASKS', env.get('SLURM_NPROCS', '1'))) > 1:
+    return 'slurm'
+  if ',' in env.get('TPU_WORKER_HOSTNAMES', '') or 'MEGASCALE_COORDINATOR_ADDRESS' in env:
+    return 'tpu'
+  return None
+
+
+def initialize_distributed(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
+                           env=None) -> str:
+  """Starts jax's multi-controller runtime when asked (arguments, or LM_COORDINATOR_ADDRESS / LM_NUM_PROCESSES /
+  LM_PROCESS_ID) or when a cluster is detected (cluster_from_env); never on a plain single host. Call it before any
+  other jax call. Returns what it did, for the log."""
+  import os
+  env = os.environ if env is None else env
+  address = coordinator_address or env.get('LM_COORDINATOR_ADDRESS', '')
+  count = num_processes or int(env.get('LM_NUM_PROCESSES', '0'))
+  index = process_id if process_id >= 0 else int(env.get('LM_PROCESS_ID', '-1'))
+  if address or count:
+    if not (address and count > 0 and 0 <= index < count):
+      raise ConfigError(f'multi-process: give all of --coordinator_address (got {address!r}), --num_processes '
+                        f'(got {count}) and --process_id in [0, num_processes) (got {index})')
+    jax.distributed.initialize(address, count, index)
+    return f'process {index} of {count} (coordinator {address})'
+  cluster = cluster_from_env(env)
+  if cluster:
+    jax.distributed.initialize()  # jax reads the cluster's own environment (SLURM, TPU metadata)
+    return f'process {jax.process_index()} of {jax.process_count()} ({cluster} cluster detected)'
+  return 'single process'
+
+
+def to_host(x) -> np.ndarray:
+  """A global jax.Array as one numpy array on every process (gathered when it spans other processes' devices)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -1,0 +1,113 @@
+"""Multi-process runs on one machine: two `jax.distributed` CPU processes of 4 devices each against one process of 8.
+
+launch.local starts the processes; conftest.py gives this (pytest) process 8 CPU devices for the restore checks.
+"""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from conftest import REPO, read_metrics
+from lm import sharding, workdir as workdir_lib
+from lm.data import pipeline
+
+ARGS = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=12', '--config.log_every_steps=1',
+        '--config.eval_every_steps=6', '--config.checkpoint_every_steps=6', '--config.num_samples=1')
+
+
+def _run(argv: list[str], devices: int) -> subprocess.CompletedProcess:
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _losses(workdir: str) -> dict:
+  return {row['step']: row['train/loss'] for row in read_metrics(workdir) if 'train/loss' in row}
+
+
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('one') / 'wd')
+  result = _run(['-m', 'lm.main', *ARGS, f'--workdir={workdir}'], devices=8)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def _two_processes(tmp_path_factory, name: str, *extra: str) -> str:
+  workdir = str(tmp_path_factory.mktemp(name) / 'wd')
+  result = _run(['-m', 'launch.local', '--num_processes=2', '--devices_per_process=4', '--', *ARGS, *extra,
+                 f'--workdir={workdir}'], devices=1)
+  assert result.returncode == 0, result.stdout[-3000:]
+  assert '[1] Distributed: process 1 of 2' in result.stdout and '8 devices' in result.stdout
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def two_processes(tmp_path_factory):
+  return _two_processes(tmp_path_factory, 'two')
+
+
+def test_processes_read_disjoint_shares_of_the_global_batch(tiny_config, tiny_data):
+  whole = next(pipeline.train_iterator(tiny_config, tiny_data[1], 0, 1))['inputs']
+  shares = [next(pipeline.train_iterator(tiny_config, tiny_data[1], p, 2))['inputs'] for p in range(2)]
+  rows = lambda batch: {tuple(r) for r in batch.tolist()}
+  assert not rows(shares[0]) & rows(shares[1])  # no example seen by two processes in a step
+  assert rows(shares[0]) | rows(shares[1]) == rows(whole) and len(shares[0]) == len(whole) // 2
+
+
+def test_two_processes_give_the_losses_of_one(one_process, two_processes):
+  one, two = _losses(one_process), _losses(two_processes)
+  assert sorted(one) == sorted(two) == list(range(1, 13))
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-4)
+  evals = [[row['eval/loss'] for row in read_metrics(w) if 'eval/loss' in row] for w in (one_process, two_processes)]
+  np.testing.assert_allclose(evals[1], evals[0], rtol=1e-4)
+
+
+def test_two_slices_over_dcn_give_the_same_losses(one_process, tmp_path_factory):
+  workdir = _two_processes(tmp_path_factory, 'dcn', '--config.mesh.dcn_data=2', '--config.mesh.fsdp=2')
+  one, two = _losses(one_process), _losses(workdir)
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-4)
+
+
+def test_a_two_process_checkpoint_restores_in_one_process_on_other_meshes(two_processes, one_process):
+  runs = [workdir_lib.load(two_processes, mesh=mesh) for mesh in ('', '1,2,4', '2,4,1')]
+  assert runs[0].step == 12
+  kernel = runs[1].params['block_0']['mlp']['fc_in']['kernel']
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec('fsdp', 'tensor')  # resharded on restore
+  for run in runs[1:]:
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(sharding.to_host(a), sharding.to_host(b)),
+                 run.params, runs[0].params)
+  logged = [row['train/param_norm'] for row in read_metrics(two_processes) if row['step'] == 12][0]
+  assert float(optax.tree.norm(runs[0].params)) == pytest.approx(logged, rel=1e-6)
+  reference = workdir_lib.load(one_process).params  # the 1-process run ends at (nearly) the same parameters
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4), runs[0].params,
+               reference)
+
+
+def test_distributed_starts_only_when_asked_or_in_a_cluster():
+  assert sharding.cluster_from_env({}) is None
+  assert sharding.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}) is None  # one task: single host
+  assert sharding.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '16'}) == 'slurm'
+  assert sharding.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'localhost'}) is None  # single-host TPU VM
+  assert sharding.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'w-0,w-1,w-2,w-3'}) == 'tpu'
+  assert sharding.cluster_from_env({'MEGASCALE_COORDINATOR_ADDRESS': '10.0.0.2'}) == 'tpu'
+  assert sharding.initialize_distributed(env={}) == 'single process'
+  with pytest.raises(ValueError, match='--process_id in'):
+    sharding.initialize_distributed('localhost:1234', 2, env={})
+  with pytest.raises(ValueError, match='--coordinator_address'):
+    sharding.initialize_distributed(env={'LM_NUM_PROCESSES': '2', 'LM_PROCESS_ID': '0'})
+
+
+def test_launch_local_dry_run_prints_one_command_per_process():
+  result = subprocess.run([sys.executable, '-m', 'launch.local', '--num_processes=3', '--devices_per_process=2',
+                           '--port=4321', '--dry_run', '--', '--config=configs/gpt_tiny.py:test'], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+  lines = result.stdout.strip().splitlines()
+  assert result.returncode == 0 and len(lines) == 3
+  for index, line in enumerate(lines):
+    assert line.startswith('XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu ')
+    assert line.endswith(f'-m lm.main --config=configs/gpt_tiny.py:test --coordinator_address=localhost:4321 '
+                         f'--num_processes=3 --process_id={index}')
