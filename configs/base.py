@@ -3,6 +3,8 @@
 Experiment files in this folder start from `base.get_config()` and change what they need; `lm.config.validate` checks
 any config against this one (no unknown keys, no wrong types), so a key exists here or nowhere.
 """
+import itertools
+
 import ml_collections
 
 
@@ -158,3 +160,18 @@ def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval_steps = 0  # the whole held-out split
   c.best_metric = 'eval/accuracy'
   return c
+
+
+def sweep_product(axes: dict) -> list[dict]:
+  """Every combination: {'optimizer.learning_rate': (1e-3, 2e-3), 'seed': (0, 1)} -> 4 override dicts."""
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def sweep_zip(axes: dict) -> list[dict]:
+  """Values side by side: {'model.d_model': (128, 256), 'model.num_heads': (2, 4)} -> 2 override dicts."""
+  keys = list(axes)
+  lengths = {len(axes[k]) for k in keys}
+  if len(lengths) > 1:
+    raise ValueError(f'sweep_zip: the value lists have different lengths {sorted(lengths)}')
+  return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]

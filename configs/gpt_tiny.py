@@ -1,6 +1,8 @@
 """Quick start: a 4-layer GPT on the embedded corpus (Python stdlib + pydoc), minutes on a laptop CPU.
 
   python -m lm.main --config=configs/gpt_tiny.py
+  python -m launch.sweep --config=configs/gpt_tiny.py          # the learning-rate sweep below, one run per point
+  python -m launch.sweep report --root=workdirs/gpt_tiny_sweep
 
 Loss falls from ~9.0 (ln 8192) within the first 40 steps; eval perplexity every 100 steps; samples at the end.
 """
@@ -32,3 +34,9 @@ def get_config(arg: str | None = None):
     c.num_samples, c.sample_max_new_tokens, c.optimizer.warmup_steps = 1, 8, 5
     c.optimizer.learning_rate = 1e-2
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """A learning-rate sweep around the default 2e-3 (`:test`: two points of the unit-test size)."""
+  rates = (5e-3, 1e-2) if arg == 'test' else (1e-3, 2e-3, 4e-3)
+  return base.sweep_product({'optimizer.learning_rate': rates})

@@ -40,7 +40,7 @@ def main(argv):
     cli.fail(e)
   if jax.process_count() > 1:
     print(f'Distributed: {where}; {jax.local_device_count()} local of {jax.device_count()} devices', flush=True)
-  workdir = _WORKDIR.value or default_workdir(config_path)
+  workdir = os.path.expanduser(_WORKDIR.value or default_workdir(config_path))
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)
   try:

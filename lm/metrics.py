@@ -14,7 +14,8 @@ from lm import objectives
 # Peak dense bf16 FLOP/s per chip, from the vendors' spec sheets. Matched against `device.device_kind` (lowercase,
 # first substring hit). CPUs are measured instead (see `measured_cpu_flops`).
 PEAK_FLOPS = (
-    ('v6', 918e12), ('v5p', 459e12), ('v5 lite', 197e12), ('v5e', 197e12), ('v4', 275e12), ('v3', 123e12),
+    ('v6', 918e12), ('v5p', 459e12), ('v5 lite', 197e12), ('v5e', 197e12), ('tpu v5', 459e12), ('v4', 275e12),
+    ('v3', 123e12),
     ('h200', 989e12), ('h100', 989e12), ('a100', 312e12), ('l4', 121e12), ('a10', 125e12),
 )
 

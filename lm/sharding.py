@@ -91,7 +91,12 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
   axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
   slices = int(mesh_cfg.dcn_data)
   if slices == 1:
-    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+    try:
+      return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+    except NotImplementedError:  # an axis that cuts a physical TPU axis (e.g. tensor=4 on a 16x16 slice)
+      from jax.experimental import mesh_utils
+      grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+      return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
   if num_slices(devices) != slices:
     raise ConfigError(f'mesh.dcn_data={slices} but the devices form {num_slices(devices)} slices (TPU slices, or '
                       'processes elsewhere); set it to that number')
@@ -151,8 +156,11 @@ def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:
 
 
 def cluster_from_env(env) -> str | None:
-  """The multi-host cluster this process runs in, as jax.distributed can detect it: 'slurm' (SLURM_JOB_ID with more
-  than one task), 'tpu' (a multi-host TPU VM slice or a multi-slice job), or None on a plain single host."""
+  """The multi-host cluster this process runs in, as jax.distributed can detect it: 'requested' (LM_DISTRIBUTED=auto,
+  set by launch/tpu.py), 'slurm' (SLURM_JOB_ID with more than one task), 'tpu' (a multi-host TPU VM slice or a
+  multi-slice job), or None on a plain single host."""
+  if env.get('LM_DISTRIBUTED') == 'auto':  # set by launch/ scripts: let jax.distributed find the cluster itself
+    return 'requested'
   if 'SLURM_JOB_ID' in env and int(env.get('SLURM_NTASKS', env.get('SLURM_NPROCS', '1'))) > 1:
     return 'slurm'
   if ',' in env.get('TPU_WORKER_HOSTNAMES', '') or 'MEGASCALE_COORDINATOR_ADDRESS' in env:

@@ -209,3 +209,25 @@ def eval_batches(config: ml_collections.ConfigDict, rows: Examples,
   ds = ds[process_index::process_count]
   ds = ds.batch(local_batch, drop_remainder=True)
   return [ds[step] for step in range(num_batches)]
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict:
+  """{key: jax.ShapeDtypeStruct} of one global pretraining batch: the keys, shapes and dtypes the real pipeline
+  yields, taken from its own example maker over a small synthetic stream (no corpus or tokenizer is read). For
+  ahead-of-time compilation (lm.aot)."""
+  if config.data.task != 'pretrain':
+    raise DataError(f"data.task={config.data.task!r}: batch shapes without data exist for 'pretrain' only")
+  length = 4 * (config.seq_len + 1)
+  tokens = np.arange(length, dtype=np.int32) % (config.model.vocab_size - tokenizer_lib.NUM_SPECIAL_IDS) \
+      + tokenizer_lib.NUM_SPECIAL_IDS
+  starts = np.array([0, length // 2], np.int64)
+  if config.model.type == 'bert':
+    data = config.data
+    rows = bert.SentencePairs(tokens, starts, config.seq_len, vocab_size=config.model.vocab_size,
+                              mask_prob=data.mask_prob, max_predictions=data.max_predictions_per_seq,
+                              nsp_random_prob=data.nsp_random_prob, short_seq_prob=data.short_seq_prob)
+    example = rows.make_example(0, np.random.default_rng(0))
+  else:
+    example = packing.PackedSequences(tokens, starts, config.seq_len, config.data.packing)[0]
+  return {key: jax.ShapeDtypeStruct((config.batch_size, *np.shape(value)), np.asarray(value).dtype)
+          for key, value in example.items()}
