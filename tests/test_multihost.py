@@ -3,17 +3,20 @@
 launch.local starts the processes; conftest.py gives this (pytest) process 8 CPU devices for the restore checks.
 """
 import os
-import subprocess
-import sys
 
-import jax
-import numpy as np
-import optax
-import pytest
+os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 
-from conftest import REPO, read_metrics
-from lm import sharding, workdir as workdir_lib
-from lm.data import pipeline
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import REPO, read_metrics  # noqa: E402
+from lm import sharding, workdir as workdir_lib  # noqa: E402
+from lm.data import pipeline  # noqa: E402
 
 ARGS = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=12', '--config.log_every_steps=1',
         '--config.eval_every_steps=6', '--config.checkpoint_every_steps=6', '--config.num_samples=1')
