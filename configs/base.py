@@ -35,9 +35,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
 
   c.model = m = ml_collections.ConfigDict()  # network shape and numerics
-  m.type = 'gpt'  # model family: 'gpt' (causal decoder) or 'bert' (bidirectional encoder + MLM/NSP heads)
+  m.type = 'gpt'  # model family: 'gpt' (causal decoder; Llama-style with llama()) or 'bert' (encoder + MLM/NSP)
   m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
-  m.activation = 'gelu_tanh'  # MLP activation: 'gelu_tanh' (GPT-2's approximation) or 'gelu' (exact, BERT)
+  m.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2), 'gelu' (exact, BERT) or 'swiglu' (gated SiLU, Llama)
+  m.norm_type = 'layernorm'  # normalisation layers: 'layernorm' (GPT-2, BERT) or 'rmsnorm' (Llama)
+  m.use_bias = True  # biases in the attention and MLP projections (Llama has none)
+  m.num_kv_heads = 0  # key/value heads for grouped-query attention (0 = num_heads; must divide num_heads)
   m.type_vocab_size = 0  # token-type (segment A/B) embeddings: 2 for BERT, 0 = none
   m.num_labels = 0  # classification head size (data.task='classify'; 0 = from the dataset's labels)
   m.num_layers = 4  # transformer blocks
@@ -49,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.position = 'learned'  # position encoding: 'learned' (GPT-2) or 'rope'
   m.rope_theta = 10000.0  # RoPE base frequency (position='rope' only)
   m.dropout = 0.0  # dropout rate on embeddings, attention output and MLP output
-  m.layer_norm_eps = 1e-5  # LayerNorm epsilon
+  m.layer_norm_eps = 1e-5  # LayerNorm / RMSNorm epsilon
   m.tie_embeddings = True  # output projection shares the token embedding matrix
   m.dtype = 'float32'  # activation / compute dtype ('float32' or 'bfloat16')
   m.param_dtype = 'float32'  # parameter storage dtype
@@ -159,6 +162,14 @@ def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.eval_fraction = 0.2  # of the files: enough of each package for a steady accuracy
   c.eval_steps = 0  # the whole held-out split
   c.best_metric = 'eval/accuracy'
+  return c
+
+
+def llama(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into a Llama-style decoder: RMSNorm, RoPE, SwiGLU MLP, no biases, untied output head."""
+  c.model.type = 'gpt'
+  c.model.norm, c.model.norm_type, c.model.activation = 'pre', 'rmsnorm', 'swiglu'
+  c.model.position, c.model.use_bias, c.model.tie_embeddings = 'rope', False, False
   return c
 
 

@@ -64,7 +64,8 @@ def _quiet_orbax():
     logger.setLevel(level)
 
 
-def _flat(tree) -> dict:
+def flatten(tree) -> dict:
+  """{"block_0/attn/query/kernel": leaf} of a parameter tree (the one path naming, optim.path_name)."""
   return {optim.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -102,8 +103,8 @@ def load_pretrained(init_from: str, params, config) -> dict:
   path = os.path.join(directory, str(step), 'state')
   checkpointer = ocp.PyTreeCheckpointer()
   with _quiet_orbax():
-    saved = _flat(checkpointer.metadata(path).item_metadata.tree['params'])
-  ours = _flat(params)
+    saved = flatten(checkpointer.metadata(path).item_metadata.tree['params'])
+  ours = flatten(params)
   for name in sorted(set(saved) & set(ours)):
     if tuple(saved[name].shape) != tuple(ours[name].shape):
       raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
@@ -119,7 +120,7 @@ def load_pretrained(init_from: str, params, config) -> dict:
             for name in loaded}
   restored = restore_params(path, _unflat(target))
   _print_init_table(init_from, step, saved, ours, loaded)
-  return _flat(restored)
+  return flatten(restored)
 
 
 def state_item(directory: str, step: int) -> str:
@@ -144,7 +145,7 @@ def restore_params(path: str, target):
 
 def merge_params(params, loaded: dict):
   """`params` with the leaves named in `loaded` ({'block_0/attn/query/kernel': array}) replaced."""
-  flat = _flat(params)
+  flat = flatten(params)
   return jax.tree.unflatten(jax.tree.structure(params), [loaded.get(name, leaf) for name, leaf in flat.items()])
 
 

@@ -10,7 +10,8 @@ from configs import base
 CHOICES = {
     'model.type': ('gpt', 'bert'),
     'model.norm': ('pre', 'post'),
-    'model.activation': ('gelu_tanh', 'gelu'),
+    'model.activation': ('gelu_tanh', 'gelu', 'swiglu'),
+    'model.norm_type': ('layernorm', 'rmsnorm'),
     'model.position': ('learned', 'rope'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
@@ -28,7 +29,7 @@ POSITIVE = ('num_train_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
             'data.tokenizer_sentences', 'data.num_threads')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
-                'model.num_labels', 'optimizer.freeze_layers', 'num_samples', 'sample_max_new_tokens',
+                'model.num_labels', 'model.num_kv_heads', 'optimizer.freeze_layers', 'num_samples', 'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'optimizer.learning_rate',
                 'optimizer.warmup_steps', 'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'optimizer.eps')
 FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base
@@ -89,6 +90,9 @@ def _check_model(config):
   m = config.model
   if m.d_model % m.num_heads:
     raise ConfigError(f'model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}')
+  if m.num_kv_heads and m.num_heads % m.num_kv_heads:
+    raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} '
+                      '(grouped-query attention; 0 = num_heads)')
   if m.position == 'rope' and (m.d_model // m.num_heads) % 2:
     raise ConfigError(f'model.position=rope needs an even head size, got d_model/num_heads={m.d_model // m.num_heads}')
   if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
@@ -205,6 +209,10 @@ def init_from_config(init_from: str) -> ml_collections.ConfigDict:
     return from_saved(json.load(f))
 
 
+# Model keys a fine-tune must share with its init_from run although parameter shapes do not show a difference.
+_SAME_AS_PRETRAINED = ('norm', 'norm_type', 'activation', 'position', 'rope_theta', 'layer_norm_eps')
+
+
 def _check_init_from(config):
   if not config.init_from:
     return
@@ -212,6 +220,10 @@ def _check_init_from(config):
   if pretrained.model.type != config.model.type:
     raise ConfigError(f'model.type={config.model.type!r} but init_from={config.init_from!r} is a '
                       f'{pretrained.model.type!r} run; set --config.model.type={pretrained.model.type}')
+  for key in _SAME_AS_PRETRAINED:  # change the computation without changing any parameter shape
+    if config.model[key] != pretrained.model[key]:
+      raise ConfigError(f'model.{key}={config.model[key]!r} here but {pretrained.model[key]!r} in init_from='
+                        f'{config.init_from}; set --config.model.{key}={pretrained.model[key]}')
 
 
 def _check_parallelism(config, num_devices: int, process_count: int):

@@ -64,8 +64,8 @@ def _stream_one(run, ids: list[int], sampling, out) -> int:
   new = []
   for token in tokens:
     new.append(token)
-    text = tok.decode(ids + new)
-    if text.startswith(printed):  # an incomplete UTF-8 byte sequence waits for its next byte
+    text = tok.decode(ids + new).rstrip('\ufffd')  # an incomplete UTF-8 sequence waits for its next bytes
+    if text.startswith(printed):
       out.write(text[len(printed):])
       out.flush()
       printed = text
@@ -87,7 +87,7 @@ def generate_texts(run, prompts: list[str], sampling, use_cache: bool = True) ->
   """(each prompt + continuation as text, number of new tokens) for a batch of text prompts."""
   from lm import sampling as sampling_lib
   tok = run.tokenizer
-  ids = [tok.encode(p) for p in prompts]
+  ids = [tok.encode_default(p) for p in prompts]
   new = sampling_lib.generate(run.model, run.params, ids, max_new_tokens=_MAX_NEW.value, eos_id=tok.eos_id,
                               pad_id=tok.pad_id, sampling=sampling, seed=_SEED.value, use_cache=use_cache,
                               batch_multiple=_data_parallel(run), rules=_rules(run))
@@ -120,7 +120,7 @@ def main(argv):
     start = time.perf_counter()
     with jax.set_mesh(run.mesh):
       if len(prompts) == 1 and _STREAM.value and _CACHE.value:
-        count = _stream_one(run, run.tokenizer.encode(prompts[0]), sampling, sys.stdout)
+        count = _stream_one(run, run.tokenizer.encode_default(prompts[0]), sampling, sys.stdout)
       else:
         texts, count = generate_texts(run, prompts, sampling, use_cache=_CACHE.value)
         for index, text in enumerate(texts):

@@ -65,6 +65,11 @@ class BestCheckpoint:
     self.manager.close()
 
 
+def converted(workdir: str) -> bool:
+  """True for a workdir made by lm.convert from_hf (its tokenizer is a Hugging Face tokenizer.json)."""
+  return os.path.isfile(os.path.join(workdir, 'tokenizer.json'))
+
+
 def pretraining_eval(config, mesh) -> tuple:
   """(config of the init_from run's pretraining eval, its global eval batches) for the forgetting monitor.
 

@@ -246,7 +246,7 @@ def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id:
 def sample_texts(model, params, tokenizer, prompts, *, max_new_tokens: int, temperature: float, seed: int,
                  batch_multiple: int = 1, rules: tuple = sharding.DEFAULT_RULES) -> list[str]:
   """Each text prompt followed by its continuation, decoded as text (prompts keep their last tokens when too long)."""
-  ids = [tokenizer.encode(p)[-(model.cfg.max_len - max_new_tokens):] for p in prompts]
+  ids = [tokenizer.encode_default(p)[-(model.cfg.max_len - max_new_tokens):] for p in prompts]
   new = generate(model, params, ids, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
                  pad_id=tokenizer.pad_id, sampling=Sampling(temperature=temperature), seed=seed,
                  batch_multiple=batch_multiple, rules=rules)

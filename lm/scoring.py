@@ -36,10 +36,7 @@ class Rows(NamedTuple):
 
 def tokenize(run, text: str) -> 'np.ndarray':
   """The text's token ids: the tokenizer's default encoding, wrapped in [CLS] ... [SEP] for an encoder."""
-  ids = run.tokenizer.encode(text)
-  if not models.CAUSAL[run.config.model.type]:
-    ids = [run.tokenizer.cls_id] + ids + [run.tokenizer.sep_id]
-  return np.asarray(ids, np.int32)
+  return np.asarray(run.tokenizer.encode_default(text, encoder=not models.CAUSAL[run.config.model.type]), np.int32)
 
 
 def causal_rows(ids, max_len: int, stride: int) -> Rows:

@@ -152,7 +152,7 @@ def _write_workdir_files(config, workdir: str, tokenizer) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-  tokenizer.save(os.path.join(workdir, 'tokenizer.model'))
+  tokenizer.save_in(workdir)
 
 
 def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_iter):
@@ -226,7 +226,10 @@ class Run:
     self.p_train, self.p_eval = jit_steps(config, self.model, self.shardings, self.mesh)
     self.best = monitors.BestCheckpoint(workdir, config, self.start_step) if config.best_metric else None
     self.forgetting = None
-    if config.forgetting_every_steps and config.init_from:
+    if config.forgetting_every_steps and config.init_from and monitors.converted(config.init_from):
+      print(f'Forgetting monitor off: {config.init_from} was converted from Hugging Face, so lm does not have its '
+            'pretraining data', flush=True)
+    elif config.forgetting_every_steps and config.init_from:
       monitor_config, batches = monitors.pretraining_eval(config, self.mesh)
       self.forgetting = (jit_steps(monitor_config, self.model, self.shardings, self.mesh)[1], batches,
                          dict(monitor_config.objectives))

@@ -60,10 +60,7 @@ def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = 
     config = config_lib.from_saved(json.load(f))
   folder = os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
   step = _checkpoint_step(workdir, folder, step, best)
-  tokenizer_path = os.path.join(workdir, 'tokenizer.model')
-  if not os.path.isfile(tokenizer_path):
-    raise ConfigError(f'--workdir={workdir}: no tokenizer.model there; copy the tokenizer of the run that made it')
-  tokenizer = tokenizer_lib.Tokenizer.load(tokenizer_path)
+  tokenizer = tokenizer_lib.load_run_tokenizer(workdir)
   config.mesh.update(parse_mesh(mesh), dcn_data=1)
   device_mesh = sharding.make_mesh(config.mesh)
   model = models.build(config.model)

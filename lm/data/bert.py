@@ -123,6 +123,10 @@ class SentencePairs:
                   doc_starts: np.ndarray) -> 'SentencePairs':
     """Sentence pairs with config.seq_len and the data.* BERT settings, over one split's cached token stream."""
     data = config.data
+    if (tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id) != (tokenizer_lib.CLS_ID, tokenizer_lib.SEP_ID,
+                                                                    tokenizer_lib.MASK_ID):
+      raise DataError('data: BERT pretraining examples need lm\'s tokenizer layout ([MASK] 4, [CLS] 5, [SEP] 6); '
+                      'continued MLM pretraining of a converted Hugging Face checkpoint is not supported yet')
     return cls(tokens, doc_starts, config.seq_len, vocab_size=tokenizer.vocab_size, mask_prob=data.mask_prob,
                max_predictions=data.max_predictions_per_seq, nsp_random_prob=data.nsp_random_prob,
                short_seq_prob=data.short_seq_prob, newline_id=tokenizer.newline_id,

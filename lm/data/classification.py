@@ -204,19 +204,21 @@ class ClassificationExamples(Sequence):
         a.pop()
       else:
         b.pop()
-    sep, b_part = [tokenizer_lib.SEP_ID], ([tokenizer_lib.SEP_ID] + b if b else [])
+    tok = self._tokenizer
+    sep, b_part = [tok.sep_id], ([tok.sep_id] + b if b else [])
     if self._bert:
-      first = [tokenizer_lib.CLS_ID] + a + sep
+      first = [tok.cls_id] + a + sep
       ids, types = first + (b + sep if b else []), [0] * len(first) + [1] * ((len(b) + 1) if b else 0)
     else:
-      ids = a + b_part + [tokenizer_lib.EOS_ID]
+      ids = a + b_part + [tok.eos_id]
       types = [0] * len(ids)
-    return _padded(ids, types, label, self._seq_len, self._bert)
+    return _padded(ids, types, label, self._seq_len, self._bert, tok.pad_id)
 
 
-def _padded(ids: list[int], types: list[int], label: int, seq_len: int, with_types: bool) -> dict[str, np.ndarray]:
+def _padded(ids: list[int], types: list[int], label: int, seq_len: int, with_types: bool,
+            pad_id: int) -> dict[str, np.ndarray]:
   pad = seq_len - len(ids)
-  example = {'inputs': np.asarray(ids + [tokenizer_lib.PAD_ID] * pad, np.int32),
+  example = {'inputs': np.asarray(ids + [pad_id] * pad, np.int32),
              'segment_ids': np.asarray([1] * len(ids) + [0] * pad, np.int32),
              'label': np.asarray(label, np.int32), 'example_weight': np.asarray(1.0, np.float32)}
   if with_types:

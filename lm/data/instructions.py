@@ -88,10 +88,10 @@ class InstructionExamples(Sequence):
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     prompt, response = self._records[i]
     prompt_ids = self._tokenizer.encode(prompt)
-    ids = (prompt_ids + self._tokenizer.encode(response) + [tokenizer_lib.EOS_ID])[:self._seq_len + 1]
+    ids = (prompt_ids + self._tokenizer.encode(response) + [self._tokenizer.eos_id])[:self._seq_len + 1]
     is_response = np.arange(1, len(ids)) >= len(prompt_ids)  # per target position
     pad = self._seq_len + 1 - len(ids)
-    ids = np.asarray(ids + [tokenizer_lib.PAD_ID] * pad, np.int32)
+    ids = np.asarray(ids + [self._tokenizer.pad_id] * pad, np.int32)
     n = len(is_response)
     weights = np.zeros(self._seq_len, np.float32)
     weights[:n] = is_response

@@ -68,6 +68,10 @@ class Tokenizer:
     with cache.atomic_output(pathlib.Path(path).expanduser()) as tmp:
       tmp.write_bytes(self._proto)
 
+  def save_in(self, workdir: str) -> None:
+    """<workdir>/tokenizer.model, where every CLI looks for it."""
+    self.save(os.path.join(workdir, 'tokenizer.model'))
+
   @property
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
@@ -131,6 +135,12 @@ class Tokenizer:
     """Token ids of each text, encoded in parallel (num_threads 0 = all cores)."""
     return self._sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
 
+  def encode_default(self, text: str, encoder: bool = False) -> list[int]:
+    """The model's default encoding of a whole text: [CLS] text [SEP] for an encoder (as in its pretraining), the
+    plain ids for a decoder (documents carry no bos)."""
+    ids = self.encode(text)
+    return [CLS_ID] + ids + [SEP_ID] if encoder else ids
+
   def decode(self, ids) -> str:
     """The text of `ids`, leaving out pad, bos and eos."""
     return self._sp.decode([int(i) for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
@@ -172,10 +182,14 @@ def tokenizer_path(config: ml_collections.ConfigDict, documents: sources.Documen
 
 
 def given_path(config: ml_collections.ConfigDict) -> str:
-  """data.tokenizer, else the tokenizer.model of the init_from run (a fine-tune keeps its tokenizer), else ''."""
+  """data.tokenizer, else the tokenizer of the init_from run (a fine-tune keeps its tokenizer: tokenizer.json if it
+  was converted from Hugging Face, else tokenizer.model), else ''."""
   if config.data.tokenizer:
     return config.data.tokenizer
-  return os.path.join(config.init_from, 'tokenizer.model') if config.init_from else ''
+  if not config.init_from:
+    return ''
+  converted = os.path.join(config.init_from, 'tokenizer.json')
+  return converted if os.path.isfile(converted) else os.path.join(config.init_from, 'tokenizer.model')
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Documents | None = None) -> Tokenizer:
@@ -185,7 +199,10 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
   """
   data = config.data
   path = given_path(config)
-  if path:
+  if path.endswith('.json') and os.path.isfile(path):
+    from lm.data import hf_tokenizer  # a Hugging Face tokenizer.json (with its tokenizer_config.json beside it)
+    tokenizer = hf_tokenizer.HFTokenizer.load(os.path.dirname(path) or '.')
+  elif path:
     if not os.path.isfile(path):
       key = 'data.tokenizer' if data.tokenizer else 'init_from'
       raise DataError(f'{key}: no file at {path}; give the SentencePiece .model of the pretrained run '
@@ -208,3 +225,15 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
     raise DataError(f'model.vocab_size is {config.model.vocab_size} but tokenizer {path} has '
                     f'{tokenizer.vocab_size} pieces; set --config.model.vocab_size={tokenizer.vocab_size}')
   return tokenizer
+
+
+def load_run_tokenizer(workdir: str):
+  """The tokenizer of a run: tokenizer.json (converted from Hugging Face) or tokenizer.model (SentencePiece)."""
+  if os.path.isfile(os.path.join(workdir, 'tokenizer.json')):
+    from lm.data import hf_tokenizer
+    return hf_tokenizer.HFTokenizer.load(workdir)
+  path = os.path.join(workdir, 'tokenizer.model')
+  if not os.path.isfile(path):
+    raise DataError(f'--workdir={workdir}: no tokenizer.model or tokenizer.json there; copy the tokenizer of the run '
+                    'that made it')
+  return Tokenizer.load(path)

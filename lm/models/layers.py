@@ -34,6 +34,9 @@ class ModelConfig:
   scan_layers: bool = False
   norm: str = 'pre'
   activation: str = 'gelu_tanh'
+  norm_type: str = 'layernorm'
+  use_bias: bool = True
+  num_kv_heads: int = 0
   type_vocab_size: int = 0
   num_labels: int = 0
   causal: bool = True
@@ -50,6 +53,10 @@ class ModelConfig:
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
 
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
 
 def logical_init(initializer, axes):
   """Wraps an initializer so the parameter carries logical axis names."""
@@ -60,8 +67,11 @@ def dense_init(std: float = 0.02):
   return nn.initializers.normal(stddev=std)
 
 
-def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
-  """LayerNorm with logically partitioned scale and bias."""
+def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
+  """The model's normalisation (LayerNorm, or RMSNorm for norm_type='rmsnorm') with logically partitioned params."""
+  if cfg.norm_type == 'rmsnorm':
+    return nn.RMSNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                      scale_init=logical_init(nn.initializers.ones, ('embed',)))
   return nn.LayerNorm(
       epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
       scale_init=logical_init(nn.initializers.ones, ('embed',)), bias_init=logical_init(nn.initializers.zeros, ('embed',)))
@@ -93,19 +103,24 @@ class HeadsDense(nn.Module):
   cfg: ModelConfig
   to_heads: bool  # True: embed -> (heads, kv); False: (heads, kv) -> embed
   init_std: float = 0.02
+  heads: int = 0  # number of heads (0 = cfg.num_heads; grouped-query keys/values have fewer)
 
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
+    heads = self.heads or cfg.num_heads
     if self.to_heads:
-      shape, axes, bias_shape, bias_axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ('embed', 'heads', 'kv'), (
-          cfg.num_heads, cfg.head_dim), ('heads', 'kv')
+      shape, axes, bias_shape, bias_axes = (cfg.d_model, heads, cfg.head_dim), ('embed', 'heads', 'kv'), (
+          heads, cfg.head_dim), ('heads', 'kv')
       equation = 'btd,dhk->bthk'
     else:
-      shape, axes, bias_shape, bias_axes = (cfg.num_heads, cfg.head_dim, cfg.d_model), ('heads', 'kv', 'embed'), (
+      shape, axes, bias_shape, bias_axes = (heads, cfg.head_dim, cfg.d_model), ('heads', 'kv', 'embed'), (
           cfg.d_model,), ('embed',)
       equation = 'bthk,hkd->btd'
     kernel = self.param('kernel', logical_init(dense_init(self.init_std), axes), shape, cfg.param_dtype)
+    if not cfg.use_bias:
+      x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
+      return jnp.einsum(equation, x, kernel)
     bias = self.param('bias', logical_init(nn.initializers.zeros, bias_axes), bias_shape, cfg.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.dtype)
     return jnp.einsum(equation, x, kernel) + bias
@@ -124,7 +139,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool):
     cfg = self.cfg
-    q, k, v = (HeadsDense(cfg, True, name=name)(x) for name in ('query', 'key', 'value'))
+    q = HeadsDense(cfg, True, name='query')(x)
+    k, v = (HeadsDense(cfg, True, heads=cfg.kv_heads, name=name)(x) for name in ('key', 'value'))
     if cfg.position == 'rope':
       q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
     impl = None if cfg.attention_impl == 'auto' else cfg.attention_impl
@@ -156,6 +172,7 @@ class Attention(nn.Module):
 ACTIVATIONS = {
     'gelu_tanh': functools.partial(nn.gelu, approximate=True),  # GPT-2
     'gelu': functools.partial(nn.gelu, approximate=False),  # BERT (exact, erf)
+    'swiglu': nn.silu,  # Llama: the gate's activation (Mlp multiplies it by the up projection)
 }
 
 
@@ -194,19 +211,25 @@ class Embeddings(nn.Module):
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward: dense -> GELU -> dense."""
+  """Position-wise feed-forward: dense -> GELU -> dense, or SwiGLU (Llama): fc_out(silu(fc_gate(x)) * fc_in(x))."""
   cfg: ModelConfig
+
+  def _dense(self, features: int, axes: tuple, name: str, std: float = 0.02) -> nn.Dense:
+    cfg = self.cfg
+    return nn.Dense(features, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                    kernel_init=logical_init(dense_init(std), axes),
+                    bias_init=logical_init(nn.initializers.zeros, axes[-1:]))
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
     cfg = self.cfg
-    h = nn.Dense(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_in',
-                 kernel_init=logical_init(dense_init(), ('embed', 'mlp')),
-                 bias_init=logical_init(nn.initializers.zeros, ('mlp',)))(x)
-    h = nn.with_logical_constraint(ACTIVATIONS[cfg.activation](h), ('batch', 'length', 'mlp'))
-    out = nn.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='fc_out',
-                   kernel_init=logical_init(dense_init(0.02 / (2 * cfg.num_layers) ** 0.5), ('mlp', 'embed')),
-                   bias_init=logical_init(nn.initializers.zeros, ('embed',)))(h)
+    h = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_in')(x)
+    if cfg.activation == 'swiglu':
+      h = nn.silu(self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_gate')(x)) * h
+    else:
+      h = ACTIVATIONS[cfg.activation](h)
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
+    out = self._dense(cfg.d_model, ('mlp', 'embed'), 'fc_out', 0.02 / (2 * cfg.num_layers) ** 0.5)(h)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 

@@ -1,0 +1,219 @@
+"""lm.convert against transformers: tiny randomly initialised GPT-2, BERT and Llama (GQA, untied head) models saved
+with save_pretrained (with tokenizers trained here on stdlib text), imported, compared, exported and refused."""
+import inspect
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_lm
+
+transformers = pytest.importorskip('transformers', reason='test extra: pip install -r requirements-test.txt')
+torch = pytest.importorskip('torch')
+
+TEXT = 'obj, end = self.raw_decode(s, idx=_w(s, 0).end())\nreturn obj\n'
+CLASSES = {'gpt2': 'GPT2LMHeadModel', 'bert': 'BertForPreTraining', 'llama': 'LlamaForCausalLM'}
+
+
+def _corpus() -> list[str]:
+  import json as json_module
+  return [inspect.getsource(json_module.decoder), inspect.getsource(json_module.encoder)]
+
+
+def _bpe(specials: list[str], bos: str | None = None):
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+  tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  if bos:
+    tok.post_processor = processors.TemplateProcessing(single=f'{bos} $A', special_tokens=[(bos, tok.token_to_id(bos))])
+  return tok
+
+
+def _wordpiece():
+  import tokenizers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+  tok = tokenizers.Tokenizer(models.WordPiece(unk_token='[UNK]'))
+  tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+  tok.decoder = decoders.WordPiece()
+  tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(
+      vocab_size=300, special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']))
+  tok.post_processor = processors.TemplateProcessing(single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B [SEP]',
+                                                     special_tokens=[('[CLS]', 2), ('[SEP]', 3)])
+  return tok
+
+
+def _save(model, tokenizer, directory):
+  model.save_pretrained(directory)
+  tokenizer.save_pretrained(directory)
+  return str(directory)
+
+
+@pytest.fixture(scope='module')
+def hf_dirs(tmp_path_factory):
+  """{'gpt2' | 'bert' | 'llama': directory} of tiny random HF models."""
+  root = tmp_path_factory.mktemp('hf')
+  torch.manual_seed(0)
+  fast = transformers.PreTrainedTokenizerFast
+  out = {}
+  tok = _bpe(['<|endoftext|>'])
+  out['gpt2'] = _save(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
+      eos_token_id=0)), fast(tokenizer_object=tok, eos_token='<|endoftext|>', bos_token='<|endoftext|>'),
+      root / 'gpt2')
+  tok = _wordpiece()
+  out['bert'] = _save(transformers.BertForPreTraining(transformers.BertConfig(
+      vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=128)),
+      fast(tokenizer_object=tok, pad_token='[PAD]', unk_token='[UNK]', cls_token='[CLS]', sep_token='[SEP]',
+           mask_token='[MASK]'), root / 'bert')
+  tok = _bpe(['<unk>', '<s>', '</s>'], bos='<s>')
+  out['llama'] = _save(transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+      rope_theta=500000.0, bos_token_id=1, eos_token_id=2)),
+      fast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>', unk_token='<unk>'), root / 'llama')
+  return out
+
+
+def _hf_logits(directory: str, text: str = TEXT) -> tuple[list, np.ndarray]:
+  """(input ids of the HF tokenizer's default encoding, token-head logits) from transformers."""
+  tok = transformers.AutoTokenizer.from_pretrained(directory)
+  arch = json.load(open(os.path.join(directory, 'config.json')))['architectures'][0]
+  model = getattr(transformers, arch).from_pretrained(directory).eval()
+  ids = tok(text)['input_ids']
+  with torch.no_grad():
+    out = model(torch.tensor([ids]))
+  return ids, (out.prediction_logits if arch.startswith('Bert') else out.logits)[0].numpy()
+
+
+@pytest.fixture(scope='module')
+def workdirs(hf_dirs, tmp_path_factory):
+  root = tmp_path_factory.mktemp('converted')
+  out = {}
+  for name, directory in hf_dirs.items():
+    result = run_lm('from_hf', f'--hf_dir={directory}', f'--workdir={root / name}', module='lm.convert', timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['architecture'] == CLASSES[name] and summary['fresh'] == []
+    out[name] = str(root / name)
+  return out
+
+
+@pytest.mark.parametrize('name', ['gpt2', 'bert', 'llama'])
+def test_imported_logits_equal_transformers(name, hf_dirs, workdirs, tmp_path):
+  text_file, dump = tmp_path / 'text.txt', tmp_path / 'logits.npy'
+  text_file.write_text(TEXT)
+  result = run_lm(f'--workdir={workdirs[name]}', f'--text_file={text_file}', f'--dump_logits={dump}',
+                  module='lm.evaluate', timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  ids, expected = _hf_logits(hf_dirs[name])
+  ours = np.load(dump)
+  assert ours.shape == expected.shape == (len(ids), 300)  # same tokens, special tokens included
+  difference = float(np.abs(ours - expected).max())
+  print(f'{name}: max |logit difference| {difference:.2e} over {ours.size} logits')
+  assert difference < 1e-4
+  if name == 'llama':
+    assert ids[0] == 1  # the <s> Llama's tokenizer adds
+  if name == 'bert':
+    assert (ids[0], ids[-1]) == (2, 3)  # [CLS] ... [SEP]
+
+
+def test_export_round_trip_loads_in_transformers(hf_dirs, workdirs, tmp_path):
+  for name in ('gpt2', 'bert', 'llama'):
+    out = str(tmp_path / name)
+    result = run_lm('to_hf', f'--workdir={workdirs[name]}', f'--hf_dir={out}', module='lm.convert', timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (ids, logits), (ids_back, logits_back) = _hf_logits(hf_dirs[name]), _hf_logits(out)
+    assert ids_back == ids
+    np.testing.assert_allclose(logits_back, logits, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['gpt2', 'llama'])
+def test_generation_from_an_imported_decoder_matches_transformers(name, hf_dirs, workdirs):
+  result = run_lm(f'--workdir={workdirs[name]}', '--prompt=def parse(', '--max_new_tokens=10', '--temperature=0',
+                  module='lm.generate', timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  tok = transformers.AutoTokenizer.from_pretrained(hf_dirs[name])
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dirs[name]).eval()
+  ids = tok('def parse(', return_tensors='pt')['input_ids']
+  expected = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)[0]
+  assert result.stdout.rstrip('\n') == tok.decode(expected)
+
+
+def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
+  result = run_lm('--config=configs/bert_tiny_finetune.py:test', f'--workdir={tmp_path / "ft"}',
+                  f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10', '--config.model.num_layers=2',
+                  '--config.model.d_model=32', '--config.model.num_heads=4', '--config.model.d_ff=64',
+                  '--config.model.vocab_size=300', '--config.model.max_len=128', timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert re.search(r'loaded\s+46\s+[0-9,]+\s+block_0', result.stdout) and 'newly initialised         2' in result.stdout
+  assert 'eval/accuracy' in result.stdout and 'Forgetting monitor off' in result.stdout
+
+
+def test_bfloat16_import(hf_dirs, tmp_path):
+  result = run_lm('from_hf', f'--hf_dir={hf_dirs["llama"]}', f'--workdir={tmp_path / "bf16"}', '--dtype=bfloat16',
+                  module='lm.convert', timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  from lm import workdir as workdir_lib
+  run = workdir_lib.load(str(tmp_path / 'bf16'))
+  assert {str(x.dtype) for x in __import__('jax').tree.leaves(run.params)} == {'bfloat16'}
+  assert run.config.model.dtype == 'bfloat16'
+
+
+def _refused(hf_dir: str, tmp_path, message: str):
+  result = run_lm('from_hf', f'--hf_dir={hf_dir}', f'--workdir={tmp_path / "out"}', module='lm.convert', timeout=300)
+  assert result.returncode == 2, result.stdout[-1000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith('error: ') and message in line, line
+  assert not os.path.exists(tmp_path / 'out' / 'checkpoints')
+
+
+def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  base = hf_dirs['gpt2']
+  pickled = tmp_path / 'pickled'
+  shutil.copytree(base, pickled)
+  os.remove(pickled / 'model.safetensors')
+  (pickled / 'pytorch_model.bin').write_bytes(b'not loaded')
+  _refused(str(pickled), tmp_path / 'a', 'only pytorch_model.bin (a pickle, which lm never loads)')
+  tampered = tmp_path / 'tampered'
+  shutil.copytree(base, tampered)
+  os.rename(tampered / 'model.safetensors', tampered / 'model-00001-of-00001.safetensors')
+  (tampered / 'model.safetensors.index.json').write_text(json.dumps(
+      {'weight_map': {'transformer.wte.weight': '../../etc/model.safetensors'}}))
+  _refused(str(tampered), tmp_path / 'b', "shard name '../../etc/model.safetensors' is not a .safetensors file name")
+  tensors = load_file(os.path.join(base, 'model.safetensors'))
+  cases = [('missing', {k: v for k, v in tensors.items() if k != 'transformer.h.1.mlp.c_fc.bias'},
+            'tensor transformer.h.1.mlp.c_fc.bias is missing'),
+           ('extra', {**tensors, 'transformer.h.1.adapter.weight': np.zeros((2, 2), np.float32)},
+            'unexpected tensor transformer.h.1.adapter.weight'),
+           ('shape', {**tensors, 'transformer.wpe.weight': tensors['transformer.wpe.weight'][:64]},
+            'tensor transformer.wpe.weight has shape (64, 32)')]
+  for label, changed, message in cases:
+    directory = tmp_path / label
+    shutil.copytree(base, directory)
+    save_file(changed, str(directory / 'model.safetensors'))
+    _refused(str(directory), tmp_path / f'{label}_out', message)
+  unknown = tmp_path / 'unknown'
+  shutil.copytree(base, unknown)
+  config = json.load(open(unknown / 'config.json'))
+  (unknown / 'config.json').write_text(json.dumps({**config, 'architectures': ['MambaForCausalLM']}))
+  _refused(str(unknown), tmp_path / 'c', "architecture 'MambaForCausalLM' is not supported")
+
+
+def test_no_pickle_in_load_paths():
+  offenders = []
+  for folder in ('lm', 'launch', 'configs'):
+    for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
+      for name in files:
+        if name.endswith('.py'):
+          text = open(os.path.join(dirpath, name)).read()
+          if re.search(r'^\s*(import pickle|from pickle)|torch\.load\(|pickle\.loads?\(', text, re.M):
+            offenders.append(name)
+  assert not offenders
