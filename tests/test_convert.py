@@ -156,14 +156,25 @@ def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
   assert 'eval/accuracy' in result.stdout and 'Forgetting monitor off' in result.stdout
 
 
-def test_bfloat16_import(hf_dirs, tmp_path):
+def test_bfloat16_on_request_and_bfloat16_files(hf_dirs, tmp_path):
+  import jax
+  from lm import workdir as workdir_lib
   result = run_lm('from_hf', f'--hf_dir={hf_dirs["llama"]}', f'--workdir={tmp_path / "bf16"}', '--dtype=bfloat16',
                   module='lm.convert', timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  from lm import workdir as workdir_lib
   run = workdir_lib.load(str(tmp_path / 'bf16'))
-  assert {str(x.dtype) for x in __import__('jax').tree.leaves(run.params)} == {'bfloat16'}
+  assert {str(x.dtype) for x in jax.tree.leaves(run.params)} == {'bfloat16'}
   assert run.config.model.dtype == 'bfloat16'
+  stored = tmp_path / 'stored_bf16'  # a checkpoint saved in bfloat16 loads as float32 by default
+  transformers.LlamaForCausalLM.from_pretrained(hf_dirs['llama']).to(torch.bfloat16).save_pretrained(stored)
+  for name in ('tokenizer.json', 'tokenizer_config.json'):
+    shutil.copy(os.path.join(hf_dirs['llama'], name), stored / name)
+  result = run_lm('from_hf', f'--hf_dir={stored}', f'--workdir={tmp_path / "f32"}', module='lm.convert', timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  params = workdir_lib.load(str(tmp_path / 'f32')).params
+  assert {str(x.dtype) for x in jax.tree.leaves(params)} == {'float32'}
+  np.testing.assert_allclose(np.asarray(params['ln_final']['scale']), np.asarray(run.params['ln_final']['scale'],
+                                                                                   np.float32))
 
 
 def _refused(hf_dir: str, tmp_path, message: str):

@@ -46,19 +46,19 @@ def weight_files(hf_dir: str) -> list[str]:
 
 
 def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
-  """{name: numpy array} of every tensor in the directory's safetensors files (bf16 comes back as float32)."""
+  """{name: numpy array} of every tensor in the directory's safetensors files (bfloat16 comes back as float32)."""
   from safetensors import safe_open
   out = {}
   for path in weight_files(hf_dir):
-    with safe_open(path, framework='np') if not _has_bf16(path) else safe_open(path, framework='pt') as f:
+    with safe_open(path, framework='flax' if _has_bf16(path) else 'np') as f:  # numpy has no bfloat16; jax has
       for name in f.keys():
         tensor = f.get_tensor(name)
-        out[name] = tensor.float().numpy() if hasattr(tensor, 'float') else np.asarray(tensor)
+        out[name] = np.asarray(tensor.astype(np.float32) if str(tensor.dtype) == 'bfloat16' else tensor)
   return out
 
 
 def _has_bf16(path: str) -> bool:
-  """True when a file stores bfloat16 tensors (numpy has no bf16; those are read through torch, if installed)."""
+  """True when a file stores bfloat16 tensors (read through safetensors' flax loader, then made float32)."""
   with open(path, 'rb') as f:
     header = json.loads(f.read(int.from_bytes(f.read(8), 'little')))
   return any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values())
