@@ -25,7 +25,9 @@ def random_decoder(**model_overrides):
   return model, jax.tree.map(lambda x: x * 4, params)
 
 
-MODEL_VARIANTS = [{}, {'scan_layers': True}, {'position': 'rope', 'scan_layers': True, 'remat': 'full'}]
+LLAMA = {'norm_type': 'rmsnorm', 'activation': 'swiglu', 'position': 'rope', 'use_bias': False,
+         'tie_embeddings': False, 'num_kv_heads': 2}
+MODEL_VARIANTS = [{}, {'scan_layers': True}, {'position': 'rope', 'scan_layers': True, 'remat': 'full'}, LLAMA]
 
 
 @pytest.mark.parametrize('overrides', MODEL_VARIANTS)
@@ -37,7 +39,7 @@ def test_cached_greedy_equals_recomputing_the_full_sequence(overrides):
   assert len({tuple(row) for row in cached}) == len(PROMPTS) and all(len(set(row)) > 3 for row in cached)
 
 
-@pytest.mark.parametrize('overrides', MODEL_VARIANTS[:2])
+@pytest.mark.parametrize('overrides', [MODEL_VARIANTS[0], MODEL_VARIANTS[1], LLAMA])
 def test_cached_logits_equal_the_full_forward_pass(overrides):
   model, params = random_decoder(**overrides)
   tokens, pads = sampling.left_pad(PROMPTS[:2], max_len=64, max_new_tokens=8, pad_id=PAD, eos_id=EOS)

@@ -105,3 +105,18 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_config, tiny_data):
   # Adam's first update is ~lr·g/|g|: a coordinate whose gradient is ~1e-9 (summation noise) can move by a visible
   # fraction of lr either way, so the updated parameters agree to 1e-4, not bitwise.
   jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-4), results[0][2], results[1][2])
+
+
+def test_llama_style_decoder_trains_and_samples(lm_cli, tmp_path):
+  workdir = str(tmp_path / 'llama')
+  result = lm_cli('--config=configs/llama_tiny.py:test', f'--workdir={workdir}', timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  losses = [r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r]
+  assert losses[-1] < 0.85 * np.log(1024), losses
+  params = json.load(open(os.path.join(workdir, 'config.json')))['model']
+  assert (params['norm_type'], params['activation'], params['num_kv_heads']) == ('rmsnorm', 'swiglu', 2)
+  assert '--- sample' in result.stdout
+  from lm import workdir as workdir_lib
+  loaded = workdir_lib.load(workdir).params
+  assert loaded['block_0']['attn']['key']['kernel'].shape == (64, 2, 16) and 'bias' not in loaded['block_0']['attn']['key']
+  assert 'lm_head' in loaded and 'fc_gate' in loaded['block_0']['mlp']
