@@ -2,6 +2,7 @@
 import glob
 import importlib.util
 import os
+import re
 
 import pytest
 
@@ -178,3 +179,15 @@ def test_cli_rejects_bad_overrides_with_one_line(lm_cli, tmp_path, override, nee
   assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'wd' / 'checkpoints').exists()  # nothing compiled, nothing written
+
+
+def test_no_pickle_in_load_paths():
+  offenders = []
+  for folder in ('lm', 'launch', 'configs'):
+    for dirpath, _, files in os.walk(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder)):
+      for name in files:
+        if name.endswith('.py'):
+          text = open(os.path.join(dirpath, name)).read()
+          if re.search(r'^\s*(import pickle|from pickle)|torch\.load\(|pickle\.loads?\(', text, re.M):
+            offenders.append(name)
+  assert not offenders

@@ -216,15 +216,3 @@ def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   config = json.load(open(unknown / 'config.json'))
   (unknown / 'config.json').write_text(json.dumps({**config, 'architectures': ['MambaForCausalLM']}))
   _refused(str(unknown), tmp_path / 'c', "architecture 'MambaForCausalLM' is not supported")
-
-
-def test_no_pickle_in_load_paths():
-  offenders = []
-  for folder in ('lm', 'launch', 'configs'):
-    for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
-      for name in files:
-        if name.endswith('.py'):
-          text = open(os.path.join(dirpath, name)).read()
-          if re.search(r'^\s*(import pickle|from pickle)|torch\.load\(|pickle\.loads?\(', text, re.M):
-            offenders.append(name)
-  assert not offenders
