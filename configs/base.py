@@ -13,6 +13,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
   c = ml_collections.ConfigDict()
   c.seed = 0  # seeds parameter init, dropout and data order
+  c.nonfinite_policy = 'stop'  # NaN/Inf loss or gradients: 'stop' (exit 3, checkpoints kept) or 'skip' the update
+  c.max_skipped_steps = 10  # nonfinite_policy='skip': stop after this many non-finite steps in a row
   c.num_train_steps = 1000  # optimizer updates in the whole run
   c.batch_size = 32  # GLOBAL batch size in sequences (all processes and devices together)
   c.seq_len = 256  # tokens per training sequence (<= model.max_len)

@@ -15,6 +15,15 @@ from lm.config import ConfigError
 BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see monitors.BestCheckpoint
 
 
+class SaveError(RuntimeError):
+  """A checkpoint could not be written (read-only or full disk, ...): the run stops rather than go on unsaved."""
+
+
+def _save_error(directory: str, what: str, error: Exception) -> SaveError:
+  reason = ' '.join(str(error).split())[:300] or type(error).__name__
+  return SaveError(f'{directory}: cannot {what} ({reason}); check free space and write permission there')
+
+
 class Checkpointer:
   """Saves every `checkpoint_every_steps` (async), keeps the last K, restores the latest onto given shardings."""
 
@@ -22,7 +31,10 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints, enable_async_checkpointing=config.async_checkpoints, create=True)
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    try:
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
+    except OSError as e:
+      raise _save_error(self.directory, 'create the checkpoint directory', e) from e
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -33,7 +45,10 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
-    self.manager.save(step, args=args)
+    try:
+      self.manager.save(step, args=args)  # also reports a failure of the previous asynchronous save
+    except Exception as e:  # noqa: BLE001 (OSError, tensorstore and orbax errors alike)
+      raise _save_error(self.directory, f'write checkpoint {step} (or finish the one before)', e) from e
 
   def restore(self, step: int, abstract_state, data_iterator):
     """Restores `step` onto the shardings in `abstract_state` (ShapeDtypeStructs); moves the iterator in place."""
@@ -41,9 +56,25 @@ class Checkpointer:
                               data=grain.checkpoint.CheckpointRestore(data_iterator))
     return self.manager.restore(step, args=args)['state']
 
+  def set_aside(self, step: int) -> str:
+    """Moves checkpoint `step` (unreadable) to <workdir>/checkpoints_unreadable/<step>; returns the new path."""
+    import shutil
+    target = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable', str(step))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self.manager.reload()
+    return target
+
+  def wait(self) -> None:
+    """Blocks until pending writes are committed; SaveError if one failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise _save_error(self.directory, 'finish writing a checkpoint', e) from e
+
   def close(self) -> None:
     """Waits for pending writes and releases the manager."""
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
 
 

@@ -23,8 +23,9 @@ CHOICES = {
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw',),
     'optimizer.schedule': ('cosine', 'linear', 'constant'),
+    'nonfinite_policy': ('stop', 'skip'),
 }
-POSITIVE = ('num_train_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
+POSITIVE = ('num_train_steps', 'max_skipped_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
             'forgetting_eval_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers',
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
             'data.tokenizer_sentences', 'data.num_threads')

@@ -30,7 +30,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   import jax  # after flag parsing, so --help and flag errors are instant
-  from lm import config as config_lib, sharding, train
+  from lm import checkpoint, config as config_lib, sharding, train
   from lm.data.errors import DataError
 
   config, config_path = cli.loaded_config(_CONFIG)
@@ -50,6 +50,8 @@ def main(argv):
     cli.fail(e)
   except train.NonFiniteLossError as e:
     cli.fail(e, status=3)
+  except checkpoint.SaveError as e:
+    cli.fail(e, status=4)
 
 
 def run():

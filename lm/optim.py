@@ -101,4 +101,15 @@ def build(config) -> optax.GradientTransformation:
   tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
   if o.freeze_embeddings or o.freeze_layers or o.freeze_all_but_head or o.freeze_patterns.strip():
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, lambda p: _labels(p, o))
+  if config.nonfinite_policy == 'skip':  # a step with NaN/Inf gradients changes nothing (counted in the state)
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_skipped_steps)
   return tx
+
+
+def skip_counts(opt_state):
+  """(updates skipped for non-finite gradients so far, how many of the last steps in a row) under
+  nonfinite_policy='skip', else None."""
+  total = optax.tree_utils.tree_get(opt_state, 'total_notfinite', default=None)
+  if total is None:
+    return None
+  return total, optax.tree_utils.tree_get(opt_state, 'notfinite_count')

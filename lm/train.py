@@ -14,7 +14,8 @@ from clu import parameter_overview
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from lm import checkpoint, config as config_lib, metrics, models, monitors, objectives, optim, sampling, sharding
+from lm import (checkpoint, config as config_lib, metrics, models, monitors, objectives, optim, preemption, sampling,
+                sharding)
 from lm.data import pipeline
 
 
@@ -84,6 +85,9 @@ def train_step(state: TrainState, batch: dict, *, config, schedule):
   out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()},
          'train/grad_norm': optax.tree.norm(grads), 'train/param_norm': optax.tree.norm(new_state.params),
          'train/learning_rate': schedule(state.step)}
+  skipped = optim.skip_counts(new_state.opt_state)
+  if skipped is not None:
+    out['train/skipped_steps'], out['train/skipped_in_a_row'] = skipped
   return new_state, out
 
 
@@ -163,12 +167,7 @@ def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_
     if os.path.exists(saved):
       with open(saved) as f:
         config_lib.check_resume_compatible(config, json.load(f))
-    print(f'Resuming from checkpoint step {latest} in {ckpt.directory}', flush=True)
-    try:
-      return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings), train_iter), latest
-    except (ValueError, FileNotFoundError) as e:
-      raise config_lib.ConfigError(f'{ckpt.directory}/{latest}: cannot restore it into this config '
-                                   f'({" ".join(str(e).split())[:300]}); use a new --workdir') from e
+    return _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings), train_iter)
   if config.init_from:
     print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
     target = checkpoint.abstract_with_shardings(abstract.params, shardings.params)
@@ -179,6 +178,27 @@ def _restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_
   return init_fn(jax.random.PRNGKey(config.seed)), 0
 
 
+def _restore_newest_good(ckpt, target, train_iter):
+  """(state, step) of the newest checkpoint that restores. Newer ones that fail (a truncated or missing file) are
+  reported with their path and moved aside to checkpoints_unreadable/ (never deleted) so that their steps can be
+  written again. If none restores (e.g. a config that does not fit them) nothing is moved: ConfigError."""
+  failed = []
+  for step in sorted(ckpt.manager.all_steps(), reverse=True):
+    print(f'Resuming from checkpoint step {step} in {ckpt.directory}', flush=True)
+    try:
+      state = ckpt.restore(step, target, train_iter)
+    except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types for a damaged file)
+      failed.append((step, ' '.join(str(e).split())[:300]))
+      continue
+    for bad, reason in failed:
+      print(f'warning: checkpoint {ckpt.directory}/{bad} cannot be restored ({reason}); moved to '
+            f'{ckpt.set_aside(bad)}; resumed from step {step} instead', flush=True)
+    return state, step
+  step, reason = failed[0]
+  raise config_lib.ConfigError(f'{ckpt.directory}/{step}: cannot restore it into this config ({reason}); use a '
+                               'new --workdir')
+
+
 def _report_parameters(params) -> int:
   """Prints clu's parameter overview and prints the total; returns the parameter count."""
   print(parameter_overview.get_parameter_overview(params, include_stats=False), flush=True)
@@ -187,15 +207,28 @@ def _report_parameters(params) -> int:
   return count
 
 
-def _log_train(writer, progress, step: int, pending: list, last_ckpt: int) -> float:
+def _log_train(writer, progress, step: int, pending: list, last_ckpt: int, max_skips: int = 0) -> float:
   """Averages the metrics of the steps since the last report, writes them, prints the progress line."""
   host = jax.device_get(pending)
   scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  skipping = 'train/skipped_steps' in host[-1]
+  if skipping:  # nonfinite_policy='skip': the loss of the steps that counted; stop after max_skips in a row
+    finite = [float(m['train/loss']) for m in host if math.isfinite(float(m['train/loss']))]
+    scalars['train/skipped_steps'] = float(host[-1]['train/skipped_steps'])
+    in_a_row = int(host[-1]['train/skipped_in_a_row'])
+    if not finite and in_a_row <= max_skips:  # every step of this report was skipped: nothing to average yet
+      writer.write_scalars(step, {k: v for k, v in scalars.items() if math.isfinite(v)})
+      print(f'step {step}: non-finite loss, update skipped ({int(scalars["train/skipped_steps"])} so far, '
+            f'{in_a_row} in a row)', flush=True)
+      return math.nan
+    scalars['train/loss'] = float(np.mean(finite)) if finite else math.nan
   loss = scalars['train/loss']
   if not math.isfinite(loss):
     raise NonFiniteLossError(
-        f'train/loss is {loss} at step {step}: lower optimizer.learning_rate or set optimizer.grad_clip_norm; '
-        f'the last good checkpoint is step {last_ckpt}')
+        f'train/loss is {loss} at step {step}'
+        + (f' ({int(scalars["train/skipped_steps"])} updates skipped so far)' if skipping else '')
+        + ': lower optimizer.learning_rate or set optimizer.grad_clip_norm; the last good checkpoint is step '
+        f'{last_ckpt}')
   scalars.update(progress.update(step))
   writer.write_scalars(step, scalars)
   print(progress.line(step, loss, scalars), flush=True)
@@ -242,6 +275,7 @@ class Run:
     tokens_per_step = config.batch_size * config.seq_len
     progress = metrics.Progress(config.num_train_steps, self.start_step, tokens_per_step,
                                 metrics.flops_per_token(config, num_params) * tokens_per_step)
+    self.preemption = preemption.PreemptionWatch()
     try:
       if self.best and self.best.exhausted:
         print(f'Early-stopped before: no better {config.best_metric} in the last {config.early_stopping_patience} '
@@ -251,6 +285,7 @@ class Run:
         self.evaluate_forgetting(self.state, writer, 0)  # the pretrained model's own score, before any update
       return self._loop(writer, progress)
     finally:  # also on errors: pending checkpoint writes finish, metrics are flushed
+      self.preemption.close()
       writer.close()
       self.ckpt.close()
       if self.best:
@@ -264,13 +299,17 @@ class Run:
       with jax.set_mesh(self.mesh):
         state, step_metrics = self.p_train(state, sharding.global_batch(next(self.train_iter), self.mesh))
       pending.append(step_metrics)
+      if self.preemption.reached(step):
+        self._stop_for_preemption(writer, progress, step, pending, last_ckpt, state)
+        summary['preempted_at'] = step
+        break
       save = step % config.checkpoint_every_steps == 0 or last
       report = step % config.log_every_steps == 0 or save
       if step == self.start_step + 1 and not report:  # keep compile time out of tokens/s
         jax.block_until_ready(step_metrics)
         progress.restart_clock(step)
       if report:
-        summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt)
+        summary['train/loss'] = _log_train(writer, progress, step, pending, last_ckpt, self.config.max_skipped_steps)
         pending = []
       periodic_eval = bool(config.eval_every_steps) and step % config.eval_every_steps == 0
       stop = False
@@ -294,6 +333,16 @@ class Run:
         progress.restart_clock(step)
     self.state = state
     return summary
+
+  def _stop_for_preemption(self, writer, progress, step: int, pending: list, last_ckpt: int, state) -> None:
+    """Logs the pending steps, writes checkpoint `step` and waits until it is committed."""
+    if pending:
+      _log_train(writer, progress, step, pending, last_ckpt, self.config.max_skipped_steps)
+    writer.flush()
+    self.ckpt.save(step, state, self.train_iter)
+    self.ckpt.wait()
+    print(f'Preempted (SIGTERM): checkpoint {step} written to {self.ckpt.directory}; run the same command to resume',
+          flush=True)
 
   def evaluate(self, state, writer, step: int) -> dict:
     """Runs the fixed eval batches, writes eval/* and prints them."""
@@ -331,6 +380,6 @@ def run(config, workdir: str) -> dict:
   """Trains (or resumes) `config` in `workdir`; returns the final metrics."""
   experiment = Run(config, workdir)
   summary = experiment.train()
-  if config.num_samples:
+  if config.num_samples and 'preempted_at' not in summary:
     experiment.print_samples()
   return summary

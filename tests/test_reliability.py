@@ -1,0 +1,184 @@
+"""Reliability through real processes: kill -9 and resume, SIGTERM, an unreadable checkpoint, non-finite losses, a
+checkpoint directory that cannot be written, and the bad-input table (each a one-line error before any compile)."""
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, read_metrics, run_lm
+
+BASE = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=30', '--config.log_every_steps=1',
+        '--config.checkpoint_every_steps=3', '--config.eval_every_steps=0', '--config.num_samples=0')
+
+
+def _error_line(result) -> str:
+  """The one `error: ` line (background threads may print warnings after it)."""
+  lines = [x for x in result.stderr.splitlines() if x.startswith('error: ')]
+  assert len(lines) == 1, result.stderr[-2000:]
+  return lines[0]
+
+
+def _losses(workdir: str) -> dict:
+  rows = read_metrics(workdir)
+  steps = [r['step'] for r in rows]
+  assert len(steps) == len(set(steps)), 'a step was written twice'
+  return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
+
+
+def _start(workdir: str, *extra: str) -> tuple[subprocess.Popen, str]:
+  log = os.path.join(os.path.dirname(workdir), f'log-{time.time_ns()}.txt')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  with open(log, 'w') as out:
+    proc = subprocess.Popen([sys.executable, '-m', 'lm.main', *BASE, f'--workdir={workdir}', *extra], cwd=REPO,
+                            env=env, stdout=out, stderr=subprocess.STDOUT)
+  return proc, log
+
+
+def _wait_for_step(log: str, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    with open(log) as f:
+      if any(line.startswith('step ') and int(line.split()[1].split('/')[0]) >= step for line in f):
+        return
+    time.sleep(0.02)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('reference') / 'wd')
+  result = run_lm(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  return _losses(workdir)
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_same_losses(reference, tmp_path):
+  workdir = str(tmp_path / 'wd')
+  rng = random.Random(1234)
+  kills = sorted(rng.sample(range(4, 27), 2))
+  for step in kills:
+    proc, log = _start(workdir)
+    _wait_for_step(log, step, proc)
+    time.sleep(rng.random() * 0.2)  # anywhere in the next steps, async checkpoint writes included
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  result = run_lm(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'Resuming from checkpoint step' in result.stdout
+  resumed = _losses(workdir)
+  print(f'killed near steps {kills}; resumed losses == uninterrupted for all {len(resumed)} steps: '
+        f'{resumed == reference}')
+  assert resumed == reference  # bitwise: same floats at every step
+  assert not glob.glob(os.path.join(workdir, 'checkpoints', '*tmp*'))
+
+
+def test_sigterm_saves_the_current_step_and_exits_0(reference, tmp_path):
+  workdir = str(tmp_path / 'wd')
+  proc, log = _start(workdir, '--config.num_train_steps=3000', '--config.checkpoint_every_steps=1000')
+  _wait_for_step(log, 10, proc)
+  sent = time.time()
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=60) == 0
+  assert time.time() - sent < 60
+  output = open(log).read()
+  line = [x for x in output.splitlines() if x.startswith('Preempted (SIGTERM): checkpoint ')][0]
+  step = int(line.split()[3])
+  assert step >= 10 and os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
+  assert max(_losses(workdir)) == step  # every step up to the saved one is in metrics.jsonl
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+  workdir = str(tmp_path / 'wd')
+  result = run_lm(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  for path in glob.glob(os.path.join(workdir, 'checkpoints', '30', 'state', '**', 'd', '*'), recursive=True):
+    with open(path, 'r+b') as f:
+      f.truncate(10)
+  result = run_lm(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  warning = [x for x in result.stdout.splitlines() if x.startswith('warning: checkpoint ')][0]
+  assert f'{workdir}/checkpoints/30 cannot be restored' in warning and 'resumed from step 27 instead' in warning
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints_unreadable', '30'))  # kept, not deleted
+  assert _losses(workdir) == reference  # steps 28-30 computed again, to the same values
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int) == ['24', '27', '30']
+
+
+def test_non_finite_loss_stops_or_skips(tmp_path):
+  absurd = ('--config.optimizer.learning_rate=1e6', '--config.optimizer.grad_clip_norm=0')
+  result = run_lm(*BASE, f'--workdir={tmp_path / "stop"}', *absurd)
+  assert result.returncode == 3
+  assert _error_line(result).startswith('error: train/loss is nan at step ')
+  result = run_lm(*BASE, f'--workdir={tmp_path / "skip"}', *absurd, '--config.nonfinite_policy=skip',
+                  '--config.max_skipped_steps=3')
+  assert result.returncode == 3
+  assert '3 in a row' in result.stdout and 'updates skipped so far' in result.stderr
+  skipped = [r['train/skipped_steps'] for r in read_metrics(str(tmp_path / 'skip')) if 'train/skipped_steps' in r]
+  assert skipped[-1] >= 3
+
+
+def test_a_checkpoint_directory_that_cannot_be_written_fails_clearly(tmp_path):
+  workdir = tmp_path / 'wd'
+  workdir.mkdir()
+  os.symlink('/proc/lm-cannot-write-here', workdir / 'checkpoints')
+  result = run_lm(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 4
+  assert _error_line(result).startswith(f'error: {workdir}/checkpoints: cannot create the checkpoint directory')
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error(tmp_path):
+  mount = tmp_path / 'small'
+  mount.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1200k', 'tmpfs', str(mount)], capture_output=True).returncode:
+    pytest.skip('cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN)')
+  try:
+    result = run_lm(*BASE, f'--workdir={mount / "wd"}', '--config.checkpoint_every_steps=2')
+  finally:
+    subprocess.run(['umount', str(mount)], capture_output=True)
+  assert result.returncode == 4
+  line = _error_line(result)
+  assert line.startswith(f'error: {mount}/wd/checkpoints: cannot write checkpoint') and 'space' in line
+
+
+BAD_INPUTS = [  # (override, words the one-line error must contain) -- the table in WORKSPACE.md
+    ('--config.no_such_key=1', 'no_such_key'),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.num_train_steps=0', 'num_train_steps'),
+    ('--config.seq_len=-8', 'seq_len'),
+    ('--config.batch_size=0', 'batch_size'),
+    ('--config.model.vocab_size=0', 'model.vocab_size'),
+    ('--config.model.num_heads=3', 'model.num_heads'),
+    ('--config.batch_size=7', 'data-parallel size'),
+    ('--config.mesh.data=3', 'mesh'),
+    ('--config.optimizer.learning_rate=-0.1', 'optimizer.learning_rate'),
+    ('--config.init_from=/no/such/run', 'init_from'),
+    ('--config.data.source=tfds --config.data.tfds_name=no_such_dataset_xyz', 'no_such_dataset_xyz'),
+    ('--config.seq_len=128', 'model.max_len'),
+]
+
+
+@pytest.mark.parametrize('override,needle', BAD_INPUTS)
+def test_bad_input_table(override, needle, tmp_path):
+  workdir = tmp_path / 'wd'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'  # so that an odd batch cannot split
+  result = subprocess.run([sys.executable, '-m', 'lm.main', '--config=configs/gpt_tiny.py:test', *override.split(),
+                           f'--workdir={workdir}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, (override, result.stderr[-1000:])
+  lines = [x for x in result.stderr.strip().splitlines() if x.startswith('error: ')]
+  assert len(lines) == 1 and needle in lines[0], (override, result.stderr[-1000:])
+  assert not os.path.isdir(workdir / 'checkpoints')
+
+
+def test_a_corpus_smaller_than_one_sequence(gpt_run, tmp_path):
+  for i in range(3):
+    (tmp_path / f'tiny{i}.txt').write_text(f'just a few words, file {i}\n')
+  result = run_lm('--config=configs/gpt_tiny.py:test', f'--workdir={tmp_path / "wd"}', '--config.data.source=text',
+                  f'--config.data.path={tmp_path}/tiny*.txt', '--config.data.eval_fraction=0.5',
+                  f'--config.data.tokenizer={gpt_run[0]}/tokenizer.model')
+  assert result.returncode == 2
+  line = _error_line(result)
+  assert 'fewer than one row' in line or 'documents' in line, line
