@@ -114,3 +114,27 @@ def test_launch_local_dry_run_prints_one_command_per_process():
     assert line.startswith('XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu ')
     assert line.endswith(f'-m lm.main --config=configs/gpt_tiny.py:test --coordinator_address=localhost:4321 '
                          f'--num_processes=3 --process_id={index}')
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  """jax's preemption sync point: the notice reaches every process and they save one agreed step."""
+  import re
+  import signal
+  import time
+  workdir, log = str(tmp_path / 'wd'), str(tmp_path / 'log.txt')
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
+  with open(log, 'w') as out:
+    proc = subprocess.Popen([sys.executable, '-m', 'launch.local', '--num_processes=2', '--devices_per_process=4', '--',
+                             '--config=configs/gpt_tiny.py:test', f'--workdir={workdir}', '--config.num_train_steps=5000',
+                             '--config.log_every_steps=5', '--config.checkpoint_every_steps=2000'],
+                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not re.search(r'\[1\] step +[2-9]\d/', open(log).read()):
+    time.sleep(0.2)
+  child = subprocess.run(['pgrep', '-f', f'workdir={workdir} .*process_id=1'], capture_output=True, text=True)
+  os.kill(int(child.stdout.split()[0]), signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0
+  lines = [x for x in open(log).read().splitlines() if 'Preempted (SIGTERM): checkpoint' in x]
+  steps = {x.split()[4] for x in lines}
+  assert len(lines) == 2 and len(steps) == 1, lines
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [steps.pop()]
