@@ -216,3 +216,4 @@ def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   config = json.load(open(unknown / 'config.json'))
   (unknown / 'config.json').write_text(json.dumps({**config, 'architectures': ['MambaForCausalLM']}))
   _refused(str(unknown), tmp_path / 'c', "architecture 'MambaForCausalLM' is not supported")
+  _refused(str(tmp_path / 'not_downloaded'), tmp_path / 'd', 'no config.json there')  # offline: nothing is fetched
