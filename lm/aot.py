@@ -7,9 +7,9 @@ The real train step (lm/train.py, the config's mesh, rules, remat and dtypes) is
 batch shapes on the topology's compile-only devices and compiled by XLA's TPU compiler. Printed: per-chip memory
 (arguments, outputs, temporaries, XLA's peak; the total is the larger of that peak and all buffers at once, vs the
 chip's HBM), FLOPs per step (the 6N + 12LdT model count; XLA's own count sees a scanned layer stack once), the step
-time at 50% MFU, and whether it fits; the last line is one JSON object. Topology names: v5p-N and v4-N count TensorCores (2
-per chip: v5p-128 is 64 chips, 4x4x4), v5e-N and v6e-N count chips (v6e-256 is 16x16); a physical form such as
-'v5p:4x4x4' is taken as is. --num_slices=K compiles for K such slices joined by DCN (set mesh.dcn_data=K).
+time at 50% MFU, and whether it fits; the last line is one JSON object. Topology names: v5p-N and v4-N count
+TensorCores (2 per chip: v5p-128 is 64 chips, 4x4x4), v5e-N and v6e-N count chips (v6e-256 is 16x16); a physical
+form such as 'v5p:4x4x4' is taken as is. --num_slices=K compiles for K such slices joined by DCN (mesh.dcn_data=K).
 """
 import json
 import math

@@ -30,7 +30,8 @@ POSITIVE = ('num_train_steps', 'max_skipped_steps', 'batch_size', 'seq_len', 'gr
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
             'data.tokenizer_sentences', 'data.num_threads')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
-                'model.num_labels', 'model.num_kv_heads', 'optimizer.freeze_layers', 'num_samples', 'sample_max_new_tokens',
+                'model.num_labels', 'model.num_kv_heads', 'optimizer.freeze_layers', 'num_samples',
+                'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'optimizer.learning_rate',
                 'optimizer.warmup_steps', 'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'optimizer.eps')
 FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base

@@ -90,10 +90,9 @@ def map_tensors(tensors: dict, rules: list, ignored: tuple, shapes: dict, where:
 
 def from_hf(hf_dir: str, workdir: str, dtype: str = 'float32') -> dict:
   """Converts an HF directory into an lm workdir; returns a summary."""
+  import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  import flax.linen as nn
-  import orbax.checkpoint as ocp
   from lm import checkpoint, config as config_lib, models
   from lm.data import hf_tokenizer
   from lm.hf import architectures, safetensors_io
@@ -135,7 +134,6 @@ def _write_workdir(workdir: str, config, tokenizer, hf_dir: str, params) -> None
 
 def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   """Writes an lm workdir as an HF directory (config.json, model.safetensors, tokenizer); returns a summary."""
-  import jax
   import numpy as np
   from lm import checkpoint, sharding, workdir as workdir_lib
   from lm.hf import architectures, safetensors_io
@@ -148,13 +146,13 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   rules = _rules(run.config, arch, ['bert.'] if family == 'bert' else [])
   if arch == 'BertForSequenceClassification':  # that class has no MLM / NSP heads
     rules = [r for r in rules if not r.hf.startswith('cls.')]
-  tensors = {rule.hf: rule.to_hf(tuple(flat[p] for p in rule.ours)) for rule in rules if all(p in flat for p in rule.ours)}
+  tensors = {rule.hf: rule.to_hf(tuple(flat[p] for p in rule.ours)) for rule in rules
+             if all(p in flat for p in rule.ours)}
   os.makedirs(hf_dir, exist_ok=True)
   with open(os.path.join(hf_dir, 'config.json'), 'w') as f:
     json.dump(hf_cfg, f, indent=2, sort_keys=True)
   safetensors_io.write_tensors(tensors, hf_dir)
   _export_tokenizer(run.tokenizer, workdir, hf_dir)
-  del jax
   return {'architecture': arch, 'tensors': len(tensors), 'hf_dir': hf_dir, 'step': run.step}
 
 

@@ -33,7 +33,8 @@ def build_from_files(hf_dir: str):
   if os.path.isfile(path('vocab.json')) and os.path.isfile(path('merges.txt')):
     return tokenizers.ByteLevelBPETokenizer(path('vocab.json'), path('merges.txt'))._tokenizer
   if os.path.isfile(path('vocab.txt')):
-    return tokenizers.BertWordPieceTokenizer(path('vocab.txt'), lowercase=settings.get('do_lower_case', True))._tokenizer
+    lowercase = settings.get('do_lower_case', True)
+    return tokenizers.BertWordPieceTokenizer(path('vocab.txt'), lowercase=lowercase)._tokenizer
   raise DataError(f'--hf_dir={hf_dir}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt there')
 
 
