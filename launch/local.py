@@ -59,7 +59,7 @@ def run(procs: list[tuple[dict, list]]) -> int:
     pumps.append(threading.Thread(target=_pump, args=(index, child.stdout), daemon=True))
     pumps[-1].start()
   status = 0
-  while any(child.poll() is None for child in children):
+  while any([child.poll() is None for child in children]):  # a list: every child is polled each round
     failed = [child.returncode for child in children if child.returncode not in (None, 0)]
     if failed and not status:
       status = failed[0]

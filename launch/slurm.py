@@ -5,9 +5,10 @@
   python -m launch.slurm ... --per=node      # one process per node driving its 8 GPUs
   python -m launch.slurm ... --dry_run       # print the script and the sbatch command only
 
---per=gpu (default) starts one process per GPU (nodes x gpus_per_node processes); --per=node one per node. Every
-process calls jax.distributed.initialize() from SLURM's environment (lm/sharding.py detects SLURM_JOB_ID with more
-than one task); the workdir must be on a filesystem all nodes share.
+--per=gpu (default) starts one process per GPU (nodes x gpus_per_node processes; every task sees the node's GPUs and
+jax takes GPU SLURM_LOCALID); --per=node one per node, driving all its GPUs (LM_LOCAL_DEVICE_IDS). Every process calls
+jax.distributed.initialize() from SLURM's environment (lm/sharding.py detects SLURM_JOB_ID with more than one task);
+the workdir must be on a filesystem all nodes share.
 """
 import os
 import shlex
@@ -36,9 +37,9 @@ def script(lm_args: list[str], nodes: int, gpus: int, per: str, partition: str, 
            f'#SBATCH --output={job}-%j.out']
   if partition:
     lines.append(f'#SBATCH --partition={partition}')
-  if per == 'gpu':
-    lines.append('#SBATCH --gpus-per-task=1')
   lines += ['set -euo pipefail', f'cd {shlex.quote(os.getcwd())}']
+  if per == 'node':  # one process drives every GPU of its node (jax would otherwise take GPU SLURM_LOCALID only)
+    lines.append(f'export LM_LOCAL_DEVICE_IDS={",".join(str(i) for i in range(gpus))}')
   if setup:
     lines.append(setup)
   lines.append(f'srun python -m lm.main {shlex.join(lm_args)}')

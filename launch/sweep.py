@@ -63,8 +63,15 @@ def commands(config_arg: str, points: list[dict], root: str, extra: list[str] = 
 
 
 def _rows(workdir: str) -> list[dict]:
+  """The records of a run's metrics.jsonl (a torn last line of a running or killed run is left out)."""
+  rows = []
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        continue
+  return rows
 
 
 def summarize(workdir: str) -> dict:

@@ -57,11 +57,20 @@ class Checkpointer:
     return self.manager.restore(step, args=args)['state']
 
   def set_aside(self, step: int) -> str:
-    """Moves checkpoint `step` (unreadable) to <workdir>/checkpoints_unreadable/<step>; returns the new path."""
+    """Moves checkpoint `step` (unreadable) to <workdir>/checkpoints_unreadable/<step>[.N] (process 0 moves, every
+    process waits for it); returns the new path."""
     import shutil
     target = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable', str(step))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(os.path.join(self.directory, str(step)), target)
+    suffix = 0
+    while os.path.exists(target + (f'.{suffix}' if suffix else '')):
+      suffix += 1
+    target += f'.{suffix}' if suffix else ''
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f'lm_set_aside_{step}')
     self.manager.reload()
     return target
 

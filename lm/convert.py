@@ -59,8 +59,11 @@ def lm_config(hf: dict, arch: str, dtype: str):
 def _rules(config, arch: str, names) -> list:
   from lm.hf import architectures
   rules_fn = architectures.ARCHITECTURES[arch][3]
-  if architectures.ARCHITECTURES[arch][0] == 'bert':
+  family = architectures.ARCHITECTURES[arch][0]
+  if family == 'bert':
     return rules_fn(config.model, 'bert.' if any(n.startswith('bert.') for n in names) else '')
+  if family == 'gpt2':
+    return rules_fn(config.model, 'transformer.' if any(n.startswith('transformer.') for n in names) else '')
   return rules_fn(config.model)
 
 
@@ -142,18 +145,48 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   arch = {'gpt2': 'GPT2LMHeadModel', 'llama': 'LlamaForCausalLM'}.get(family) or (
       'BertForSequenceClassification' if run.config.model.num_labels else 'BertForPreTraining')
   hf_cfg = {**architectures.ARCHITECTURES[arch][2](run.config.model), 'torch_dtype': 'float32'}
-  flat = {k: np.asarray(sharding.to_host(v), np.float32) for k, v in checkpoint.flatten(run.params).items()}
-  rules = _rules(run.config, arch, ['bert.'] if family == 'bert' else [])
+  flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
+                     for k, v in checkpoint.flatten(run.params).items()})
+  rules = _rules(run.config, arch, {'bert': ['bert.'], 'gpt2': ['transformer.']}.get(family, []))
   if arch == 'BertForSequenceClassification':  # that class has no MLM / NSP heads
     rules = [r for r in rules if not r.hf.startswith('cls.')]
-  tensors = {rule.hf: rule.to_hf(tuple(flat[p] for p in rule.ours)) for rule in rules
-             if all(p in flat for p in rule.ours)}
+  tensors = _export_tensors(flat, rules, workdir)
   os.makedirs(hf_dir, exist_ok=True)
   with open(os.path.join(hf_dir, 'config.json'), 'w') as f:
     json.dump(hf_cfg, f, indent=2, sort_keys=True)
   safetensors_io.write_tensors(tensors, hf_dir)
   _export_tokenizer(run.tokenizer, workdir, hf_dir)
   return {'architecture': arch, 'tensors': len(tensors), 'hf_dir': hf_dir, 'step': run.step}
+
+
+def _unstacked(flat: dict) -> dict:
+  """Scanned blocks ('blocks/attn/...', a leading layer axis) as 'block_<i>/attn/...', the layout the rules name."""
+  out = {}
+  for name, array in flat.items():
+    if name.startswith('blocks/'):
+      for i, layer in enumerate(array):
+        out[f'block_{i}/{name[len("blocks/"):]}'] = layer
+    else:
+      out[name] = array
+  return out
+
+
+def _export_tensors(flat: dict, rules: list, workdir: str) -> dict:
+  """{HF name: array}; ConfigError if a rule's parameter is missing or a parameter has no HF tensor."""
+  from lm.config import ConfigError
+  tensors, used = {}, set()
+  for rule in rules:
+    missing = [p for p in rule.ours if p not in flat]
+    if missing and rule.required:
+      raise ConfigError(f'--workdir={workdir}: parameter {missing[0]} (for {rule.hf}) is not in the checkpoint')
+    if not missing:
+      tensors[rule.hf] = rule.to_hf(tuple(flat[p] for p in rule.ours))
+      used.update(rule.ours)
+  unused = sorted(set(flat) - used)
+  if unused:
+    raise ConfigError(f'--workdir={workdir}: parameter {unused[0]} ({len(unused)} in all) has no place in the '
+                      'exported architecture; it would be lost')
+  return tensors
 
 
 def _export_tokenizer(tokenizer, workdir: str, hf_dir: str) -> None:

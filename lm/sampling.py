@@ -47,7 +47,7 @@ class Sampling:
 def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
   """logits [..., V] with -inf outside the top-k, then outside the smallest set whose probability mass is >= top_p
   (tokens tied with that set's least likely member are kept too)."""
-  if top_k:
+  if top_k and top_k < logits.shape[-1]:
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if top_p < 1.0:

@@ -186,7 +186,9 @@ def initialize_distributed(coordinator_address: str = '', num_processes: int = 0
     return f'process {index} of {count} (coordinator {address})'
   cluster = cluster_from_env(env)
   if cluster:
-    jax.distributed.initialize()  # jax reads the cluster's own environment (SLURM, TPU metadata)
+    ids = env.get('LM_LOCAL_DEVICE_IDS')  # launch/slurm.py --per=node: this process drives all its node's GPUs
+    local = [int(i) for i in ids.split(',')] if ids else None
+    jax.distributed.initialize(local_device_ids=local)  # the rest from the cluster's environment (SLURM, TPU)
     return f'process {jax.process_index()} of {jax.process_count()} ({cluster} cluster detected)'
   return 'single process'
 

@@ -216,7 +216,11 @@ def _log_train(writer, progress, step: int, pending: list, last_ckpt: int, max_s
     finite = [float(m['train/loss']) for m in host if math.isfinite(float(m['train/loss']))]
     scalars['train/skipped_steps'] = float(host[-1]['train/skipped_steps'])
     in_a_row = int(host[-1]['train/skipped_in_a_row'])
-    if not finite and in_a_row <= max_skips:  # every step of this report was skipped: nothing to average yet
+    if in_a_row > max_skips:  # apply_if_finite has now applied a non-finite update: never save these weights
+      raise NonFiniteLossError(f'{in_a_row} non-finite steps in a row at step {step} (max_skipped_steps={max_skips}): '
+                               'lower optimizer.learning_rate or set optimizer.grad_clip_norm; the last good '
+                               f'checkpoint is step {last_ckpt}')
+    if not finite:  # every step of this report was skipped: nothing to average yet
       writer.write_scalars(step, {k: v for k, v in scalars.items() if math.isfinite(v)})
       print(f'step {step}: non-finite loss, update skipped ({int(scalars["train/skipped_steps"])} so far, '
             f'{in_a_row} in a row)', flush=True)

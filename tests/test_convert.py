@@ -217,3 +217,46 @@ def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   (unknown / 'config.json').write_text(json.dumps({**config, 'architectures': ['MambaForCausalLM']}))
   _refused(str(unknown), tmp_path / 'c', "architecture 'MambaForCausalLM' is not supported")
   _refused(str(tmp_path / 'not_downloaded'), tmp_path / 'd', 'no config.json there')  # offline: nothing is fetched
+
+
+def test_export_of_a_trained_scanned_llama_run(tmp_path):
+  """An lm-trained Llama-layout run with scanned blocks exports to LlamaForCausalLM with the same logits."""
+  workdir, out, text_file, dump = (tmp_path / 'run'), str(tmp_path / 'hf'), tmp_path / 't.txt', tmp_path / 'l.npy'
+  result = run_lm('--config=configs/llama_tiny.py:test', f'--workdir={workdir}', '--config.model.scan_layers=True',
+                  '--config.num_train_steps=10', '--config.num_samples=0', timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert run_lm('to_hf', f'--workdir={workdir}', f'--hf_dir={out}', module='lm.convert').returncode == 0
+  text_file.write_text(TEXT)
+  assert run_lm(f'--workdir={workdir}', f'--text_file={text_file}', f'--dump_logits={dump}',
+                module='lm.evaluate').returncode == 0
+  from lm.data import tokenizer as tokenizer_lib
+  ids = tokenizer_lib.load_run_tokenizer(str(workdir)).encode_default(TEXT)
+  model = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+  with torch.no_grad():
+    expected = model(torch.tensor([ids])).logits[0].numpy()
+  np.testing.assert_allclose(np.load(dump), expected, atol=1e-4)
+
+
+def test_gpt2_files_without_the_transformer_prefix_and_special_ids_from_config(hf_dirs, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  bare = tmp_path / 'bare'
+  shutil.copytree(hf_dirs['gpt2'], bare)
+  tensors = load_file(str(bare / 'model.safetensors'))
+  save_file({k.removeprefix('transformer.'): v for k, v in tensors.items()}, str(bare / 'model.safetensors'))
+  (bare / 'tokenizer_config.json').write_text('{"model_max_length": 128}')  # like the original gpt2 upload
+  result = run_lm('from_hf', f'--hf_dir={bare}', f'--workdir={tmp_path / "wd"}', module='lm.convert', timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  from lm.data import hf_tokenizer
+  tok = hf_tokenizer.HFTokenizer.load(str(tmp_path / 'wd'))
+  assert tok.eos_id == 0 and tok.id_to_piece(tok.eos_id) == '<|endoftext|>'  # from config.json's eos_token_id
+
+
+def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tmp_path):
+  result = run_lm('to_hf', f'--workdir={gpt_run[0]}', f'--hf_dir={tmp_path / "ok"}', module='lm.convert')
+  assert result.returncode == 0, result.stderr[-2000:]  # gpt_tiny:test is GPT-2 shaped
+  workdir = tmp_path / 'rope'
+  result = run_lm('--config=configs/gpt_tiny.py:test', f'--workdir={workdir}', '--config.model.position=rope',
+                  '--config.num_train_steps=2', '--config.num_samples=0', timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  result = run_lm('to_hf', f'--workdir={workdir}', f'--hf_dir={tmp_path / "no"}', module='lm.convert')
+  assert result.returncode == 2 and 'has no gpt2 layout in transformers' in result.stderr.strip().splitlines()[-1]

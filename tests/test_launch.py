@@ -41,11 +41,12 @@ def test_tpu_dry_runs_print_the_gcloud_commands():
 def test_slurm_dry_run_prints_the_sbatch_script():
   per_gpu = _launch('--nodes=2', '--gpus_per_node=4', '--partition=a100', '--dry_run', '--',
                     '--config=configs/gpt_1b.py', module='launch.slurm').stdout
-  for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=4', '#SBATCH --gpus-per-task=1',
+  for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=4', '#SBATCH --gpus-per-node=4',
                '#SBATCH --partition=a100', 'srun python -m lm.main --config=configs/gpt_1b.py', '# then: sbatch'):
     assert line in per_gpu
+  assert '--gpus-per-task' not in per_gpu and 'LM_LOCAL_DEVICE_IDS' not in per_gpu  # task i takes GPU SLURM_LOCALID
   per_node = _launch('--nodes=2', '--per=node', '--dry_run', module='launch.slurm').stdout
-  assert '#SBATCH --ntasks-per-node=1' in per_node and '--gpus-per-task' not in per_node
+  assert '#SBATCH --ntasks-per-node=1' in per_node and 'export LM_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7' in per_node
 
 
 def test_sweep_expansion():

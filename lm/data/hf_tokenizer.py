@@ -71,7 +71,19 @@ class HFTokenizer:
 
   @classmethod
   def from_hf_dir(cls, hf_dir: str) -> 'HFTokenizer':
-    return cls(build_from_files(hf_dir), _read_config(hf_dir), name=hf_dir)
+    """The tokenizer of an HF model directory. Special tokens the tokenizer files do not name (GPT-2's config has
+    none) come from the model's config.json ids (bos/eos/pad_token_id)."""
+    tok, settings = build_from_files(hf_dir), _read_config(hf_dir)
+    model_config = os.path.join(hf_dir, 'config.json')
+    if os.path.isfile(model_config):
+      with open(model_config) as f:
+        ids = json.load(f)
+      for role in ('bos', 'eos', 'pad'):
+        token_id = ids.get(f'{role}_token_id')
+        token_id = token_id[0] if isinstance(token_id, list) and token_id else token_id
+        if not _token_text(settings.get(f'{role}_token')) and isinstance(token_id, int) and tok.id_to_token(token_id):
+          settings[f'{role}_token'] = tok.id_to_token(token_id)
+    return cls(tok, settings, name=hf_dir)
 
   def save_in(self, directory: str) -> None:
     """tokenizer.json and tokenizer_config.json into `directory` (a workdir or an HF directory)."""
@@ -90,12 +102,13 @@ class HFTokenizer:
     return self._tok.get_vocab_size(with_added_tokens=True)
 
   def _id(self, role: str, *fallbacks: str) -> int:
+    """The id of the role's token (or a fallback role's); -1 when the tokenizer has none (never a real token)."""
     for name in (role, *fallbacks):
       if self._ids.get(name) is not None:
         return self._ids[name]
-    return 0
+    return -1
 
-  pad_id = property(lambda self: self._id('pad', 'eos'))
+  pad_id = property(lambda self: max(self._id('pad', 'eos'), 0))  # padding is masked out: any id will do
   unk_id = property(lambda self: self._id('unk'))
   bos_id = property(lambda self: self._id('bos', 'cls'))
   eos_id = property(lambda self: self._id('eos', 'sep'))

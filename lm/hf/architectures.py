@@ -71,17 +71,18 @@ def gpt2_config(m) -> dict:
           'tie_word_embeddings': True, 'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0}
 
 
-def gpt2_rules(m) -> list[Rule]:
+def gpt2_rules(m, prefix: str = 'transformer.') -> list[Rule]:
+  """GPT-2's tensors; `prefix` is '' for files saved from a bare GPT2Model (e.g. the original `gpt2` upload)."""
   h, dh, d = m.num_heads, m.d_model // m.num_heads, m.d_model
   split_w = lambda a: tuple(part.reshape(d, h, dh) for part in np.split(a, 3, axis=1))
   join_w = lambda xs: np.concatenate([x.reshape(d, d) for x in xs], axis=1)
   split_b = lambda a: tuple(part.reshape(h, dh) for part in np.split(a, 3))
   join_b = lambda xs: np.concatenate([x.reshape(-1) for x in xs])
-  rules = [_one('transformer.wte.weight', 'embeddings/token/embedding'),
-           _one('transformer.wpe.weight', 'embeddings/position/embedding')]
-  rules += _norm('transformer.ln_f', 'ln_final')
+  rules = [_one(f'{prefix}wte.weight', 'embeddings/token/embedding'),
+           _one(f'{prefix}wpe.weight', 'embeddings/position/embedding')]
+  rules += _norm(f'{prefix}ln_f', 'ln_final')
   for i in range(m.num_layers):
-    p, o = f'transformer.h.{i}', f'block_{i}'
+    p, o = f'{prefix}h.{i}', f'block_{i}'
     qkv = tuple(f'{o}/attn/{n}' for n in ('query', 'key', 'value'))
     rules += _norm(f'{p}.ln_1', f'{o}/ln_attn') + _norm(f'{p}.ln_2', f'{o}/ln_mlp')
     rules += [Rule(f'{p}.attn.c_attn.weight', tuple(f'{q}/kernel' for q in qkv), split_w, join_w),
@@ -213,7 +214,18 @@ ARCHITECTURES = {
 
 
 def family_of(model_cfg) -> str:
-  """'llama', 'gpt2' or 'bert': which HF layout an lm model exports to."""
-  if model_cfg.type == 'bert':
-    return 'bert'
-  return 'llama' if model_cfg.norm_type == 'rmsnorm' else 'gpt2'
+  """'llama', 'gpt2' or 'bert': which HF layout an lm model exports to; ConfigError when it fits none."""
+  m = model_cfg
+  if m.type == 'bert':
+    family, fits = 'bert', m.norm == 'post' and m.position == 'learned' and m.use_bias and m.norm_type == 'layernorm'
+  elif m.norm_type == 'rmsnorm':
+    family, fits = 'llama', m.position == 'rope' and m.activation == 'swiglu' and not m.use_bias and m.norm == 'pre'
+  else:
+    family = 'gpt2'
+    fits = (m.position == 'learned' and m.tie_embeddings and m.use_bias and m.norm == 'pre'
+            and m.activation == 'gelu_tanh' and m.num_kv_heads in (0, m.num_heads))
+  if not fits:
+    raise ConfigError(f'this model (norm={m.norm}, norm_type={m.norm_type}, activation={m.activation}, '
+                      f'position={m.position}, use_bias={m.use_bias}, tie_embeddings={m.tie_embeddings}, '
+                      f'num_kv_heads={m.num_kv_heads}) has no {family} layout in transformers; it cannot be exported')
+  return family
