@@ -15,7 +15,7 @@ CHOICES = {
     'model.position': ('learned', 'rope'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'model.attention_impl': ('xla', 'cudnn', 'auto'),
+    'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
     'model.remat': ('none', 'full', 'dots'),
     'data.task': ('pretrain', 'classify', 'sft'),
     'data.source': ('embedded', 'text', 'jsonl', 'csv', 'tfds'),
@@ -245,7 +245,7 @@ def _check_parallelism(config, num_devices: int, process_count: int):
     raise ConfigError(f'mesh.data*mesh.fsdp={dp} must be a multiple of the process count {process_count}: each '
                       'process feeds its own batch rows, so the batch axes must span the processes')
   if config.model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'xla' or 'auto'")
+    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'einsum', 'xla' or 'auto'")
   _check_shardable(config, dict(zip(sharding.MESH_AXES, shape)))
 
 

@@ -43,16 +43,43 @@ def flops_per_token(config, num_params: int) -> float:
   return flops * views
 
 
-@functools.cache
-def measured_cpu_flops(n: int = 1024, repeats: int = 8) -> float:
-  """FLOP/s of a jitted f32 n×n matmul on this CPU: the 'peak' MFU is relative to on a CPU."""
-  a = jnp.ones((n, n), jnp.float32)
+def matmul_flops(n: int, dtype: str = 'float32', repeats: int = 4, device=None) -> float:
+  """FLOP/s of a jitted n×n @ n×n matmul in `dtype` on `device` (best of `repeats` timed calls after a warm-up)."""
+  device = device or jax.devices()[0]
+  a = jax.device_put(jnp.ones((n, n), dtype), device)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
-  start = time.perf_counter()
+  best = math.inf
   for _ in range(repeats):
+    start = time.perf_counter()
     matmul(a).block_until_ready()
-  return 2.0 * n ** 3 * repeats / (time.perf_counter() - start)
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * n ** 3 / best
+
+
+def best_matmul_flops(dtype: str = 'float32', sizes: tuple[int, ...] = (1024, 2048, 4096), device=None,
+                      repeats: int = 8) -> dict:
+  """{'flops': the best FLOP/s over square matmuls of `sizes`, 'n': its size, 'by_size': {n: FLOP/s}}: the
+  measured peak of one device in the training dtype, which lm.bench reports MFU against."""
+  by_size = {n: matmul_flops(n, dtype, repeats, device) for n in sizes}
+  n = max(by_size, key=by_size.get)
+  return {'flops': by_size[n], 'n': n, 'by_size': by_size}
+
+
+@functools.cache
+def measured_cpu_flops() -> float:
+  """FLOP/s of a jitted f32 1024×1024 matmul on this CPU: what training's MFU line is relative to on a CPU (a quick
+  measure at start-up; lm.bench measures the best of larger sizes)."""
+  return matmul_flops(1024, repeats=8)
+
+
+def datasheet_peak_flops(device=None) -> float:
+  """Dense bf16 FLOP/s of one accelerator from PEAK_FLOPS (0 for CPUs and unknown kinds)."""
+  device = device or jax.devices()[0]
+  if device.platform == 'cpu':
+    return 0.0
+  kind = device.device_kind.lower()
+  return next((peak for key, peak in PEAK_FLOPS if key in kind), 0.0)
 
 
 def peak_flops_per_device(device=None) -> float:
@@ -60,8 +87,7 @@ def peak_flops_per_device(device=None) -> float:
   device = device or jax.devices()[0]
   if device.platform == 'cpu':
     return measured_cpu_flops() / max(len(jax.local_devices()), 1)
-  kind = device.device_kind.lower()
-  return next((peak for key, peak in PEAK_FLOPS if key in kind), 0.0)
+  return datasheet_peak_flops(device)
 
 
 METRICS_FILE = 'metrics.jsonl'  # in the workdir

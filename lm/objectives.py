@@ -28,9 +28,12 @@ class Objective(NamedTuple):
 
 
 def token_cross_entropy(logits, targets, weights) -> dict:
-  """Summed weighted NLL and number of correct argmax predictions."""
-  nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  """Summed weighted NLL and number of correct predictions: the target's logit is the largest (a tie counts as
+  correct; comparing with the max costs one reduction less than an argmax over the vocabulary)."""
+  logits = logits.astype(jnp.float32)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  correct = (target_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   return {'loss': jnp.sum(nll * weights), 'accuracy': jnp.sum(correct * weights)}
 
 

@@ -1,4 +1,4 @@
-"""KV-cache decoding, sampling filters, lm.generate, lm.evaluate and lm.bench --mode=decode."""
+"""KV-cache decoding, sampling filters, lm.generate and lm.evaluate."""
 import json
 import math
 import os
@@ -235,13 +235,3 @@ def test_generate_and_evaluate_errors(bert_run, gpt_run, lm_cli, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, (args, last)
     assert result.stdout == ''
-
-
-def test_bench_decode_reports_both_paths(lm_cli):
-  result = lm_cli('--config=configs/gpt_tiny.py:test', '--mode=decode', '--decode_tokens=32', '--repeats=1',
-                  module='lm.bench', timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
-  for key in ('decode_tokens_per_sec', 'decode_tokens_per_sec_no_cache', 'decode_speedup', 'device', 'jax_version'):
-    assert key in report
-  assert report['decode_tokens'] == 32 and report['decode_tokens_per_sec'] > 0

@@ -1,0 +1,119 @@
+"""What lm.bench measures, each after a warm-up and in this process: the real train step, the real input pipeline,
+the matmul peak, and decoding. Every function returns a flat dict of numbers (lm.bench prints them)."""
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from lm import metrics, models, optim, sharding, train
+from lm.data import pipeline
+
+
+def timed(fn, repeats: int) -> tuple[float, list[float]]:
+  """(seconds of the first, compiling call, seconds of each of `repeats` more calls) of fn(); fn blocks."""
+  start = time.perf_counter()
+  fn()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return first, times
+
+
+def real_batches(config):
+  """An iterator over this process's training batches from the real input pipeline, as training builds it."""
+  _, train_rows, _ = pipeline.prepare(config)
+  return pipeline.train_iterator(config, train_rows)
+
+
+def data_pipeline(iterator, config, batches: int) -> dict:
+  """Tokens/s of the input pipeline alone over `batches` batches of a started iterator: it must outrun the step."""
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  tokens = batches * config.batch_size // jax.process_count() * config.seq_len
+  return {'data_tokens_per_sec': tokens / seconds, 'data_batches': batches}
+
+
+class TrainStep:
+  """The training code path of lm/train.py (mesh, sharded init, the jitted step with donation) on one fixed batch."""
+
+  def __init__(self, config, local_batch: dict):
+    self.config = config
+    self.mesh = sharding.make_mesh(config.mesh)
+    model = models.build(config.model)
+    _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), self.mesh)
+    with jax.set_mesh(self.mesh):
+      self.state = init_fn(jax.random.PRNGKey(config.seed))
+      self.batch = sharding.global_batch(local_batch, self.mesh)
+      p_train, _ = train.jit_steps(config, model, shardings, self.mesh)
+      start = time.perf_counter()
+      self.compiled = p_train.lower(self.state, self.batch).compile()
+      self.compile_seconds = time.perf_counter() - start
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+    self.loss = None
+
+  def __call__(self) -> None:
+    """One optimizer update (blocks until it is done)."""
+    with jax.set_mesh(self.mesh):
+      self.state, out = self.compiled(self.state, self.batch)
+      self.loss = float(out['train/loss'])  # a host read: the step is finished, and a NaN would show
+
+  def flops_per_step(self) -> float:
+    """Model FLOPs of one step (metrics.flops_per_token, 6N + 12LdT per token)."""
+    return metrics.flops_per_token(self.config, self.num_params) * self.config.batch_size * self.config.seq_len
+
+
+def step_summary(times: list[float], tokens_per_step: int, prefix: str = '') -> dict:
+  """Median / min / max step seconds and the tokens/s of the median."""
+  median = statistics.median(times)
+  return {f'{prefix}tokens_per_sec': tokens_per_step / median, f'{prefix}step_seconds': median,
+          f'{prefix}step_seconds_min': min(times), f'{prefix}step_seconds_max': max(times)}
+
+
+def peak(config) -> dict:
+  """The measured matmul peak of this machine in the training dtype (all devices), and the datasheet peak."""
+  device = jax.devices()[0]
+  best = metrics.best_matmul_flops(config.model.dtype, sizes=(1024, 2048, 4096) if device.platform != 'cpu'
+                                   else (1024, 2048))
+  # CPU "devices" share the host's cores: the machine's rate is one device's; accelerators add up
+  count = 1 if device.platform == 'cpu' else jax.device_count()
+  return {'peak_tflops': best['flops'] * count / 1e12, 'peak_matmul_n': best['n'],
+          'datasheet_peak_tflops': metrics.datasheet_peak_flops(device) * jax.device_count() / 1e12}
+
+
+def utilisation(flops_per_step: float, step_seconds: float, peaks: dict) -> dict:
+  """model TFLOP/s and MFU against the measured peak (and against the datasheet peak where one is known)."""
+  achieved = flops_per_step / step_seconds / 1e12
+  out = {'model_tflops_per_sec': achieved, 'mfu': achieved / peaks['peak_tflops']}
+  if peaks['datasheet_peak_tflops']:
+    out['mfu_datasheet'] = achieved / peaks['datasheet_peak_tflops']
+  return out
+
+
+def decode(config, new_tokens: int, batch: int, prompt_len: int, repeats: int) -> dict:
+  """Decode tokens/s with and without the KV cache (freshly initialised parameters), and the ratio."""
+  from lm import sampling
+  if prompt_len + new_tokens > config.model.max_len:  # fresh parameters: a longer position table costs nothing
+    print(f'model.max_len raised from {config.model.max_len} to {prompt_len + new_tokens} to fit the prompt and '
+          'the new tokens', flush=True)
+    config = config.copy_and_resolve_references()
+    config.model.max_len = prompt_len + new_tokens
+  model = models.build(config.model)
+  params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])()
+  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, 'unbox') else x, params,
+                        is_leaf=lambda x: hasattr(x, 'unbox'))
+  prompts = np.random.default_rng(0).integers(7, config.model.vocab_size, (batch, prompt_len)).tolist()
+  out = {'decode_batch': batch, 'decode_tokens': new_tokens, 'prompt_len': prompt_len}
+  for use_cache, key in ((True, 'decode_tokens_per_sec'), (False, 'decode_tokens_per_sec_no_cache')):
+    run = lambda: sampling.generate(model, params, prompts, max_new_tokens=new_tokens, eos_id=-1, pad_id=0,
+                                    use_cache=use_cache)
+    first, times = timed(run, repeats)
+    out[key] = batch * new_tokens / statistics.median(times)
+    out[key.replace('tokens_per_sec', 'first_call_seconds')] = first
+  out['decode_speedup'] = out['decode_tokens_per_sec'] / out['decode_tokens_per_sec_no_cache']
+  return out
