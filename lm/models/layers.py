@@ -169,7 +169,8 @@ class HeadsDense(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+  """Multi-head self-attention: `einsum_attention` (model.attention_impl='einsum', the default, and always when
+  decoding) or `jax.nn.dot_product_attention` with the named implementation ('xla', 'cudnn', 'auto').
 
   decode=True: keys and values also go into a 'cache' collection ([B, cache_len, heads, head_dim] each, plus the
   write index); the call attends over the whole cache, and `mask` [B, 1, T, cache_len] says which slots each query
