@@ -245,7 +245,8 @@ def _check_parallelism(config, num_devices: int, process_count: int):
     raise ConfigError(f'mesh.data*mesh.fsdp={dp} must be a multiple of the process count {process_count}: each '
                       'process feeds its own batch rows, so the batch axes must span the processes')
   if config.model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'einsum', 'xla' or 'auto'")
+    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'einsum', "
+                      "'xla' or 'auto'")
   _check_shardable(config, dict(zip(sharding.MESH_AXES, shape)))
 
 
