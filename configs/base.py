@@ -58,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.tie_embeddings = True  # output projection shares the token embedding matrix
   m.dtype = 'float32'  # activation / compute dtype ('float32' or 'bfloat16')
   m.param_dtype = 'float32'  # parameter storage dtype
-  m.attention_impl = 'einsum'  # 'einsum' (layers.einsum_attention), or jax.nn.dot_product_attention's 'xla', 'cudnn', 'auto'
+  m.attention_impl = 'einsum'  # 'einsum' (layers.einsum_attention); dot_product_attention's 'xla', 'cudnn', 'auto'
   m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
 

@@ -13,6 +13,9 @@ def check_comparable(config) -> None:
     if config.model[key] != value:
       raise ConfigError(f'--vs_torch runs a GPT2LMHeadModel of the same shape: it needs model.{key}={value!r}, '
                         f'got {config.model[key]!r}')
+  if config.data.task != 'pretrain' or dict(config.objectives) != {'clm': 1.0}:
+    raise ConfigError('--vs_torch times next-token pretraining: it needs data.task=pretrain and objectives={clm: 1.0}, '
+                      f'got data.task={config.data.task!r}, objectives={dict(config.objectives)}')
   if config.model.dtype != 'float32':
     raise ConfigError(f'--vs_torch compares float32 steps: set --config.model.dtype=float32 (got '
                       f'{config.model.dtype!r})')

@@ -84,6 +84,7 @@ def test_bench_decode_reports_both_paths(lm_cli):
 @pytest.mark.parametrize('config_arg, message', [
     ('configs/llama_tiny.py:test', 'GPT2LMHeadModel'),
     ('configs/bert_tiny.py:test', "model.type='gpt'"),
+    ('configs/gpt_tiny_classify.py', 'data.task=pretrain'),
 ])
 def test_bench_vs_torch_refuses_other_layouts(lm_cli, config_arg, message):
   result = lm_cli(f'--config={config_arg}', '--vs_torch', module='lm.bench', timeout=120)
