@@ -3,7 +3,7 @@ Benchmarks): `:small` L4/d256/T256/B8/V8192, `:medium` L6/d512/T256/B8/V32000, `
 
   python -m lm.bench --config=configs/bench_gpt2.py:small --vs_torch
 """
-from configs import base
+from lm.config import base
 
 # arg -> (layers, d_model, seq_len, batch_size, vocab_size); heads of 64 dims, d_ff = 4 d_model, as GPT-2
 SHAPES = {'small': (4, 256, 256, 8, 8192), 'medium': (6, 512, 256, 8, 32000), '124m': (12, 768, 512, 4, 50304)}

@@ -9,7 +9,7 @@ Hyper-parameters follow Devlin et al. (2019): AdamW 1e-4, 10k warmup, linear dec
 max_predictions_per_seq 80 at length 512. The embedded corpus (~3M tokens) is small for 110M parameters: point
 `data` at a bigger corpus (text files, JSONL or tfds) for real use.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -13,7 +13,8 @@ order); for sentence pairs add --config.data.text_b_key=text_b. Hyper-parameters
 fine-tuning: batch 32, LR 2e-5, 10% warmup, linear decay, 3 epochs of SST-2 (~6.3k steps), dropout 0.1, max length
 128 (IMDB: 512). Add `,tiny` to fine-tune a bert_tiny-shaped run instead of bert_base.
 """
-from configs import base, bert_base, bert_tiny
+from configs import bert_base, bert_tiny
+from lm.config import base
 
 # variant -> (tfds name, text key, text_b key, eval split, train steps, seq_len)
 TASKS = {
@@ -41,4 +42,4 @@ def get_config(arg: str | None = None):
   c.best_metric = 'eval/accuracy'
   c.forgetting_every_steps = 1000
   presets = variants & (set(base.FINETUNE_PRESETS) | {'probe'})
-  return base.finetune(c, presets.pop() if presets else 'bert')
+  return base.finetune(c, presets.pop() if presets else 'base')

@@ -7,7 +7,7 @@
 Variants (comma-separated): `simcse` trains the contrastive objective alone (no masking); `test` shrinks everything
 for unit tests.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -9,11 +9,12 @@ eval/accuracy and eval/macro_f1 on the whole held-out split every 50 steps, keep
 eval/accuracy in <workdir>/best, and watches forgetting: eval/pretrain_loss is bert_tiny's MLM + NSP loss on its
 own eval data.
 
-Variants (comma-separated): a learning-rate preset of base.FINETUNE_PRESETS ('gentle', 'bert', 'fast', 'tiny', the
+Variants (comma-separated): a learning-rate preset of base.FINETUNE_PRESETS ('gentle', 'base', 'fast', 'tiny', the
 default) or 'probe' (only the head trains); 'llrd' (layer-wise LR decay 0.8); 'freeze' (embeddings and the first
 2 blocks frozen); 'test' (the bert_tiny:test shape, a few steps, for unit tests).
 """
-from configs import base, bert_tiny
+from configs import bert_tiny
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

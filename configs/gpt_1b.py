@@ -7,7 +7,7 @@ Parameters and Adam moments are fully sharded over every chip (mesh.fsdp=-1), bf
 scanned blocks with dot-saving remat. 256 x 2048 tokens (0.5M) per step. Point `data` at a corpus of billions of
 tokens (text files, JSONL or a prepared tfds dataset); the embedded corpus is a smoke test at this size.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

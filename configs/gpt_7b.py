@@ -7,7 +7,7 @@ Fully sharded parameters and Adam moments (mesh.fsdp=-1), bf16 compute on f32 ma
 full remat (only each block's input is kept for the backward pass). 512 x 2048 tokens (1M) per step.
 `:v5p32` fits the same model on 16 chips with 128 x 2048 tokens per step. Point `data` at a real corpus.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

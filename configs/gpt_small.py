@@ -7,7 +7,7 @@
 Made for an accelerator: the defaults (batch 64 x 1024 tokens) take minutes per step on a CPU. The embedded corpus
 (~3.6M tokens) is small for 124M parameters: point `data` at a bigger corpus (text files, JSONL or tfds) for real use.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -6,7 +6,7 @@
 
 Loss falls from ~9.0 (ln 8192) within the first 40 steps; eval perplexity every 100 steps; samples at the end.
 """
-from configs import base
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -8,7 +8,8 @@ The same task, metrics and strategies as configs/bert_tiny_finetune.py (see ther
 Variants (comma-separated): a learning-rate preset of base.FINETUNE_PRESETS ('tiny' is the default) or 'probe';
 'test' (the gpt_tiny:test shape, a few steps, for unit tests).
 """
-from configs import base, gpt_tiny
+from configs import gpt_tiny
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -9,10 +9,12 @@ the response tokens only. eval/clm_loss and eval/perplexity are over the respons
 run ends with samples from held-out prompts. eval/pretrain_loss tracks gpt_tiny's LM loss on its own eval data.
 
 Variant: a learning-rate preset of base.FINETUNE_PRESETS. 'fast' (1e-4, the default) keeps improving the held-out
-loss for all 150 steps and forgets little; 'tiny' (1e-3) memorises the 102 training records and overfits after ~25. There is no ':test' shape: the
+loss for all 150 steps and forgets little; 'tiny' (1e-3) memorises the 102 training records and overfits after ~25.
+There is no ':test' shape: the
 64 positions of gpt_tiny:test cannot hold a prompt and its response; tests shorten this config instead.
 """
-from configs import base, gpt_tiny
+from configs import gpt_tiny
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

@@ -5,7 +5,8 @@
 
 The same shape budget as gpt_tiny; `:test` shrinks it for unit tests.
 """
-from configs import base, gpt_tiny
+from configs import gpt_tiny
+from lm.config import base
 
 
 def get_config(arg: str | None = None):

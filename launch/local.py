@@ -1,6 +1,7 @@
 """Start the processes of one multi-process job on this machine (CPU devices): multi-host code, tested locally.
 
-  python -m launch.local --num_processes=2 --devices_per_process=4 -- --config=configs/gpt_tiny.py:test --workdir=/tmp/mp
+  python -m launch.local --num_processes=2 --devices_per_process=4 -- \
+      --config=configs/gpt_tiny.py:test --workdir=/tmp/mp
 
 Process i runs `python -m lm.main <flags after --> --coordinator_address=localhost:PORT --num_processes=N
 --process_id=i` with XLA_FLAGS=--xla_force_host_platform_device_count=<devices_per_process> and JAX_PLATFORMS=cpu,
@@ -59,7 +60,7 @@ def run(procs: list[tuple[dict, list]]) -> int:
     pumps.append(threading.Thread(target=_pump, args=(index, child.stdout), daemon=True))
     pumps[-1].start()
   status = 0
-  while any([child.poll() is None for child in children]):  # a list: every child is polled each round
+  while [child for child in children if child.poll() is None]:  # a list: every child is polled each round
     failed = [child.returncode for child in children if child.returncode not in (None, 0)]
     if failed and not status:
       status = failed[0]

@@ -3,7 +3,7 @@
   pip install -r requirements-tpu.txt          # jax[tpu]: libtpu compiles for TPUs without one attached
   python -m lm.aot --config=configs/gpt_7b.py --topology=v5p-128 [--config.mesh.fsdp=64 ...]
 
-The real train step (lm/train.py, the config's mesh, rules, remat and dtypes) is lowered against abstract state and
+The real train step (lm/training, the config's mesh, rules, remat and dtypes) is lowered against abstract state and
 batch shapes on the topology's compile-only devices and compiled by XLA's TPU compiler. Printed: per-chip memory
 (arguments, outputs, temporaries, XLA's peak; the total is the larger of that peak and all buffers at once, vs the
 chip's HBM), FLOPs per step (the 6N + 12LdT model count; XLA's own count sees a scanned layer stack once), the step
@@ -12,8 +12,6 @@ TensorCores (2 per chip: v5p-128 is 64 chips, 4x4x4), v5e-N and v6e-N count chip
 form such as 'v5p:4x4x4' is taken as is. --num_slices=K compiles for K such slices joined by DCN (mesh.dcn_data=K).
 """
 import json
-import math
-import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -25,114 +23,26 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 _TOPOLOGY = flags.DEFINE_string('topology', None, 'TPU topology: v5p-128, v5e-256, v6e-256, v4-32, v5p:4x4x4 ...')
 _NUM_SLICES = flags.DEFINE_integer('num_slices', 1, 'Slices of that topology joined by DCN (mesh.dcn_data).')
 
-# Usable HBM per chip as XLA's TPU compiler reports it, and the chips' physical layout.
-_HBM_BYTES = (('v6 lite', 31.25 * 2**30), ('v5 lite', 15.75 * 2**30), ('v5', 95.74 * 2**30), ('v4', 32 * 2**30))
-_CORES_PER_CHIP = {'v5p': 2, 'v4': 2, 'v5e': 1, 'v6e': 1}
-_TORUS_3D = ('v5p', 'v4')
-
-
-def chip_grid(chips: int, dims: int) -> tuple[int, ...]:
-  """The near-cubic power-of-two grid of `chips` chips (Cloud TPU's slice shapes: 64 -> 4x4x4, 256 -> 16x16)."""
-  if chips < 1 or chips & (chips - 1):
-    raise ValueError(f'{chips} chips: TPU slices have a power-of-two number of chips')
-  grid = [1] * dims
-  for _ in range(int(math.log2(chips))):  # double the smallest axis, the last one on ties: 2x2x2 -> 2x2x4 -> 2x4x4
-    smallest = min(grid)
-    grid[max(i for i, size in enumerate(grid) if size == smallest)] *= 2
-  return tuple(sorted(grid, reverse=True)) if 1 in grid else tuple(grid)  # 1x2x2 is named 2x2x1
-
-
-def topology_name(name: str) -> str:
-  """'v5p-128' -> 'v5p:4x4x4' (get_topology_desc's form); a name with ':' passes through."""
-  from lm.config import ConfigError
-  if ':' in name:
-    return name
-  family, _, count = name.partition('-')
-  if family not in _CORES_PER_CHIP or not count.isdigit():
-    raise ConfigError(f'--topology={name}: use v5p-N, v4-N, v5e-N, v6e-N (e.g. v5p-128) or a physical form such as '
-                      'v5p:4x4x4')
-  chips = int(count) // _CORES_PER_CHIP[family]
-  try:
-    grid = chip_grid(chips, 3 if family in _TORUS_3D else 2)
-  except ValueError as e:
-    raise ConfigError(f'--topology={name}: {e}') from e
-  return f'{family}:{"x".join(map(str, grid))}'
-
-
-def topology_devices(name: str, num_slices: int):
-  """The compile-only devices of a TPU topology (needs libtpu; ConfigError with the fix when it is missing)."""
-  from jax.experimental import topologies
-  from lm.config import ConfigError
-  os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5p-8')  # silences libtpu's search for a local TPU
-  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
-  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')  # several compile-only processes on one machine
-  try:
-    return topologies.get_topology_desc(topology_name(name), platform='tpu', num_slices=num_slices).devices
-  except RuntimeError as e:
-    if 'not installed' in str(e):
-      raise ConfigError('lm.aot needs libtpu: pip install -r requirements-tpu.txt (no TPU needed)') from e
-    raise ConfigError(f'--topology={name}: {" ".join(str(e).split())[:200]}') from e
-
-
-def compile_train_step(config, devices):
-  """(compiled train step, number of parameters, mesh) for `config` on `devices`."""
-  import jax
-  from lm import checkpoint, models, optim, sharding, train
-  from lm.data import pipeline
-  mesh = sharding.make_mesh(config.mesh, devices=devices)
-  model = models.build(config.model)
-  abstract, shardings, _ = train.abstract_state(config, model, optim.build(config), mesh)
-  p_train, _ = train.jit_steps(config, model, shardings, mesh)
-  batch = {key: jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=sharding.batch_sharding(mesh))
-           for key, spec in pipeline.batch_spec(config).items()}
-  with jax.set_mesh(mesh):
-    compiled = p_train.lower(checkpoint.abstract_with_shardings(abstract, shardings), batch).compile()
-  return compiled, sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)), mesh
-
-
-def report(config, devices, compiled, num_params: int, mesh) -> dict:
-  """Per-chip memory and FLOPs of the compiled step, and whether it fits in HBM."""
-  from lm import metrics
-  kind = devices[0].device_kind
-  hbm = next((size for key, size in _HBM_BYTES if key in kind.lower()), 0.0)
-  memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  tokens = config.batch_size * config.seq_len
-  live = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-          + memory.temp_size_in_bytes)
-  peak = max(memory.peak_memory_in_bytes, live)  # the larger of XLA's peak and all buffers at once: conservative
-  model_flops = metrics.flops_per_token(config, num_params) * tokens
-  chip_peak = metrics.peak_flops_per_device(devices[0])
-  return {'topology': _TOPOLOGY.value, 'num_slices': _NUM_SLICES.value, 'chips': len(devices), 'device_kind': kind,
-          'hosts': len({d.process_index for d in devices}), 'params': num_params,
-          'mesh': dict(mesh.shape),
-          'batch_tokens': tokens, 'argument_gib': memory.argument_size_in_bytes / 2**30,
-          'output_gib': memory.output_size_in_bytes / 2**30, 'alias_gib': memory.alias_size_in_bytes / 2**30,
-          'temp_gib': memory.temp_size_in_bytes / 2**30, 'xla_peak_gib': memory.peak_memory_in_bytes / 2**30,
-          'total_gib': peak / 2**30, 'hbm_gib': hbm / 2**30, 'fits': bool(hbm) and peak <= hbm,
-          'model_flops_per_step': model_flops,  # 6N + 12LdT per token (metrics.flops_per_token)
-          'xla_flops_per_chip': float(cost.get('flops', 0.0)),  # XLA counts a scanned (while) body once
-          'step_seconds_at_50pct_mfu': model_flops / len(devices) / (0.5 * chip_peak) if chip_peak else None}
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()
   import jax
-  from lm import config as config_lib
-  from lm.data.errors import DataError
+
+  from lm.config import validation
+  from lm.errors import LmError
+  from lm.perf import aot
   config, _ = cli.loaded_config(_CONFIG)
   try:
-    devices = topology_devices(_TOPOLOGY.value, _NUM_SLICES.value)
-    config_lib.validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}))
-    compiled, num_params, mesh = compile_train_step(config, devices)
-  except (config_lib.ConfigError, DataError) as e:
+    devices = aot.topology_devices(_TOPOLOGY.value, _NUM_SLICES.value)
+    validation.validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}))
+    compiled, num_params, mesh = aot.compile_train_step(config, devices)
+  except LmError as e:
     cli.fail(e)
   except jax.errors.JaxRuntimeError as e:  # e.g. RESOURCE_EXHAUSTED: the program does not fit at all
     cli.fail(f'{_TOPOLOGY.value}: XLA could not compile the step: {" ".join(str(e).split())[:400]}')
-  out = report(config, devices, compiled, num_params, mesh)
+  out = aot.report(config, devices, compiled, num_params, mesh, _TOPOLOGY.value, _NUM_SLICES.value)
   for key, value in out.items():
     print(f'  {key:22} {value:,.3f}' if isinstance(value, float) else f'  {key:22} {value}', flush=True)
   print(f'{"FITS" if out["fits"] else "DOES NOT FIT"}: {out["total_gib"]:.2f} GiB of {out["hbm_gib"]:.2f} GiB HBM '
@@ -140,6 +50,11 @@ def main(argv):
   print(json.dumps(out), flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """Console entry point."""
   flags.mark_flags_as_required(['config', 'topology'])
   app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -3,14 +3,14 @@
   python -m lm.bench --config=configs/gpt_small.py [--config.k=v ...] [--mode=train,data,decode] [--vs_torch]
   python -m lm.bench --config=configs/bench_gpt2.py:124m --vs_torch --mode=train
 
-train: the real train step (lm/train.py: sharded init, jit with donation, the config's mesh, dtypes, remat, scan)
+train: the real train step (lm/training: sharded init, jit with donation, the config's mesh, dtypes, remat, scan)
   on one real batch; after the compile (timed: compile_seconds) and --warmup_steps updates, --steps updates are timed
   one by one and the median gives tokens_per_sec. Model FLOPs follow PaLM: 6N + 12·L·d·T per token (N without
-  lookup tables; metrics.flops_per_token); MFU is against the best square matmul measured in this run in the
+  lookup tables; lm/perf/flops.py); MFU is against the best square matmul measured in this run in the
   training dtype (peak_tflops), and on known accelerators also against the datasheet peak (mfu_datasheet).
 data: tokens/s of the real input pipeline alone (grain iterator, tokenizer and token cache ready), and its ratio to
   the step's consumption (data_vs_step; it should be >= 10).
-decode: causal models only; generation tokens/s with the KV cache and without it (sampling.generate).
+decode: causal models only; generation tokens/s with the KV cache and without it (inference/sampling.py).
 --vs_torch: also a Hugging Face GPT2LMHeadModel step of the same shape (torch eager, AdamW, same batch), its steps
   interleaved with ours; prints torch_tokens_per_sec and speedup_vs_torch (needs requirements-test.txt).
 """
@@ -36,54 +36,6 @@ _PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'decode: tokens per prompt.
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'decode: timed runs after the compiling one (the median).')
 
 
-def train(config, local_batch: dict, steps: int, warmup: int, vs_torch: bool) -> dict:
-  """Train-step throughput, compile seconds, MFU; with vs_torch the torch step's, measured interleaved."""
-  from lm import measure
-  step = measure.TrainStep(config, local_batch)
-  runners = {'': step}
-  if vs_torch:
-    from lm import torch_gpt2
-    runners['torch_'] = torch_gpt2.TorchGPT2Step(config, local_batch)
-  times = {prefix: [] for prefix in runners}
-  for prefix, run in runners.items():
-    measure.timed(run, warmup)
-  for _ in range(steps):  # alternate, so both see the same machine
-    for prefix, run in runners.items():
-      times[prefix].extend(measure.timed(run, 1)[1])
-  tokens = config.batch_size * config.seq_len
-  peaks = measure.peak(config)
-  out = {'params': step.num_params, 'batch_tokens': tokens, 'flops_per_step': step.flops_per_step(),
-         'compile_seconds': step.compile_seconds, 'loss_after': step.loss, **peaks}
-  for prefix in runners:
-    summary = measure.step_summary(times[prefix], tokens, prefix)
-    out.update(summary)
-    out.update({prefix + k: v for k, v in measure.utilisation(out['flops_per_step'], summary[f'{prefix}step_seconds'],
-                                                              peaks).items()})
-  if vs_torch:
-    torch_step = runners['torch_']
-    out.update(torch_step.versions, torch_num_threads=torch_step.num_threads, torch_loss_after=torch_step.loss,
-               speedup_vs_torch=out['tokens_per_sec'] / out['torch_tokens_per_sec'])
-  return out
-
-
-def measure_all(config, modes: list[str]) -> dict:
-  """Runs the requested measurements in order data (which also yields the train batch), train, decode."""
-  from lm import measure, models
-  out = {}
-  if 'train' in modes or 'data' in modes:
-    batches = measure.real_batches(config)
-    first = next(batches)  # starts the read threads
-    if 'data' in modes:
-      out.update(measure.data_pipeline(batches, config, _DATA_BATCHES.value))
-    if 'train' in modes:
-      out.update(train(config, first, _STEPS.value, _WARMUP.value, _VS_TORCH.value))
-    if 'data' in modes and 'train' in modes:
-      out['data_vs_step'] = out['data_tokens_per_sec'] / out['tokens_per_sec']
-  if 'decode' in modes and models.CAUSAL[config.model.type]:
-    out.update(measure.decode(config, _DECODE_TOKENS.value, _DECODE_BATCH.value, _PROMPT_LEN.value, _REPEATS.value))
-  return out
-
-
 def _print_table(results: dict) -> None:
   width = max(len(k) for k in results)
   for key, value in results.items():
@@ -99,19 +51,25 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()
   import jax
-  from lm import config as config_lib, models
-  from lm.data.errors import DataError
+
+  from lm.config import validation
+  from lm.errors import LmError, UsageError
+  from lm.models import registry
+  from lm.perf import measure
   config, _ = cli.loaded_config(_CONFIG)
   modes = list(dict.fromkeys(_MODE.value))
   try:
-    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    if modes == ['decode'] and not models.CAUSAL[config.model.type]:
-      raise config_lib.ConfigError(f'--mode=decode: model.type={config.model.type!r} does not generate text')
+    validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    if modes == ['decode'] and not registry.get(config.model.type).causal:
+      raise UsageError(f'--mode=decode: model.type={config.model.type!r} does not generate text')
     if _VS_TORCH.value:
-      from lm import torch_gpt2
+      from lm.perf import torch_gpt2
       torch_gpt2.check_comparable(config)
-    results = measure_all(config, modes)
-  except (config_lib.ConfigError, DataError) as e:
+    results = measure.measure_all(config, modes, steps=_STEPS.value, warmup=_WARMUP.value,
+                                  data_batches=_DATA_BATCHES.value, vs_torch=_VS_TORCH.value,
+                                  decode_tokens=_DECODE_TOKENS.value, decode_batch=_DECODE_BATCH.value,
+                                  prompt_len=_PROMPT_LEN.value, repeats=_REPEATS.value)
+  except LmError as e:
     cli.fail(e)
   m = config.model
   results.update(mode=','.join(modes), device=str(jax.devices()[0].device_kind), platform=jax.devices()[0].platform,
@@ -124,6 +82,11 @@ def main(argv):
   print(json.dumps(results), flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """Console entry point."""
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,5 +1,5 @@
 """What every command-line entry point shares: flag parsing that fails in one line, quiet library logs, and the
-exit on a user error (one line on stderr, status 2)."""
+exit on a user error (one line on stderr, the error's exit code; lm/errors.py)."""
 import sys
 
 from absl import flags, logging
@@ -12,10 +12,11 @@ def quiet_logs() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def fail(error: Exception, status: int = 2):
-  """Prints `error: <message>` on stderr and exits with `status`."""
+def fail(error, status: int | None = None):
+  """Prints `error: <message>` on stderr and exits with `status` (default: the error's exit_code, see
+  lm/errors.py, else 2)."""
   print(f'error: {error}', file=sys.stderr, flush=True)
-  sys.exit(status)
+  sys.exit(status if status is not None else getattr(error, 'exit_code', 2))
 
 
 def loaded_config(config_flag):
@@ -42,7 +43,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except (KeyError, AttributeError) as e:  # ml_collections: --config.<key> that the config does not have
     overrides = ' '.join(a for a in argv[1:] if a.startswith('--config.'))
-    print(f'error: unknown config key in `{overrides}`: {_one_line(e)}; see configs/base.py for the keys that exist',
+    print(f'error: unknown config key in `{overrides}`: {_one_line(e)}; see lm/config/base.py for the keys that exist',
           file=sys.stderr)
   except (flags.Error, TypeError, ValueError, OSError) as e:
     print(f'error: {_one_line(e)}', file=sys.stderr)

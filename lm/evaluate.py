@@ -6,7 +6,7 @@
 The text is tokenized as the workdir's tokenizer does by default (an encoder's as [CLS] text [SEP], as in its
 pretraining). Decoders: next-token NLL, long texts in windows of model.max_len advancing by --stride. Encoders: MLM
 loss with every text token masked once over k = round(1 / data.mask_prob) deterministic passes. --dump_logits saves
-the token-head logits of the unmasked text, float32 [tokens of the text, vocab]. Details: lm/scoring.py.
+the token-head logits of the unmasked text, float32 [tokens of the text, vocab]. Details: lm/inference/scoring.py.
 """
 import json
 import os
@@ -26,15 +26,15 @@ _MESH = flags.DEFINE_string('mesh', '', 'data,fsdp,tensor mesh for the parameter
 
 
 def read_text(path: str) -> str:
-  """The file's text; ConfigError if it is missing or not UTF-8."""
-  from lm.config import ConfigError
+  """The file's text; UsageError if it is missing or not UTF-8."""
+  from lm.errors import UsageError
   if not os.path.isfile(path):
-    raise ConfigError(f'--text_file={path}: no such file')
+    raise UsageError(f'--text_file={path}: no such file')
   try:
     with open(path, encoding='utf-8') as f:
       return f.read()
   except UnicodeDecodeError as e:
-    raise ConfigError(f'--text_file={path}: not UTF-8 text ({e.reason} at byte {e.start})') from e
+    raise UsageError(f'--text_file={path}: not UTF-8 text ({e.reason} at byte {e.start})') from e
 
 
 def main(argv):
@@ -43,18 +43,19 @@ def main(argv):
   cli.quiet_logs()
   import jax
   import numpy as np
-  from lm import scoring, workdir
-  from lm.config import ConfigError
-  from lm.data.errors import DataError
+
+  from lm.errors import LmError, UsageError
+  from lm.inference import scoring
+  from lm.store import workdir
   try:
     if _BATCH.value < 1:
-      raise ConfigError(f'--batch_size={_BATCH.value}: must be >= 1')
+      raise UsageError(f'--batch_size={_BATCH.value}: must be >= 1')
     text = read_text(_TEXT_FILE.value)
     run = workdir.load(_WORKDIR.value, _STEP.value, best=_BEST.value, mesh=_MESH.value)
     with jax.set_mesh(run.mesh):
       result, logits = scoring.score(run, scoring.tokenize(run, text), stride=_STRIDE.value,
                                      batch_size=_BATCH.value, with_logits=bool(_DUMP.value))
-  except (ConfigError, DataError) as e:
+  except LmError as e:
     cli.fail(e)
   if _DUMP.value:
     os.makedirs(os.path.dirname(os.path.abspath(_DUMP.value)), exist_ok=True)
@@ -63,5 +64,10 @@ def main(argv):
   print(json.dumps({**result, 'step': run.step}), flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """Console entry point."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -30,13 +30,16 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   import jax  # after flag parsing, so --help and flag errors are instant
-  from lm import checkpoint, config as config_lib, sharding, train
-  from lm.data.errors import DataError
+
+  from lm.config import validation
+  from lm.errors import LmError
+  from lm.parallel import distributed
+  from lm.training import loop
 
   config, config_path = cli.loaded_config(_CONFIG)
   try:
-    where = sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  except config_lib.ConfigError as e:
+    where = distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except LmError as e:
     cli.fail(e)
   if jax.process_count() > 1:
     print(f'Distributed: {where}; {jax.local_device_count()} local of {jax.device_count()} devices', flush=True)
@@ -44,14 +47,10 @@ def main(argv):
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)
   try:
-    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
-    train.run(config, workdir)
-  except (config_lib.ConfigError, DataError) as e:
+    validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    loop.run(config, workdir)
+  except LmError as e:  # one line and the error's exit code: 2 input, 3 non-finite loss, 4 checkpoint write
     cli.fail(e)
-  except train.NonFiniteLossError as e:
-    cli.fail(e, status=3)
-  except checkpoint.SaveError as e:
-    cli.fail(e, status=4)
 
 
 def run():

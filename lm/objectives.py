@@ -5,10 +5,12 @@ batch. A config picks objectives and weights (`config.objectives = {'mlm': 1.0, 
 sum_i weight_i * loss_sum_i / denominator_i, and each objective reports `<name>_loss`, `<name>_accuracy`, ...
 
 To add one: write `sums(outputs, batch, config) -> {'loss': ..., ...}` and `denominator(batch) -> count`, register
-an `Objective` below, and list its name in a config's `objectives`. An objective that needs a second forward pass
+an `Objective` below, add its name to the `objectives` of the model families whose outputs it reads
+(lm/models/registry.py), and list it in a config's `objectives`. An objective that needs a second forward pass
 with other dropout (contrastive) sets `views=2` and reads `outputs['second_view']`.
 """
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +120,3 @@ OBJECTIVES: dict[str, Objective] = {
     'classify': Objective(classify_sums, _count_weighted_examples, eval_counts=confusion_counts,
                           summarize=f1_scores),
 }
-# The model family each objective needs outputs of.
-NEEDS_MODEL = {'clm': ('gpt',), 'mlm': ('bert',), 'nsp': ('bert',), 'contrastive': ('bert',),
-               'classify': ('gpt', 'bert')}

@@ -2,36 +2,19 @@
 
 XLA_FLAGS must be set before the first `import jax` of the process, and pytest imports conftest.py before any test
 module, so the sharded tests (tests/test_sharded.py) find 8 devices. Single-device tests build their meshes over
-`jax.devices()[:1]`; end-to-end tests run `python -m lm.main` in a subprocess without these flags.
+`jax.devices()[:1]`; end-to-end tests run `python -m lm.main` in a subprocess without these flags (tests/runs.py).
+The repository root is on sys.path through pyproject.toml's pytest `pythonpath`.
 """
 import os
-import sys
 import tempfile
 
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 os.environ.setdefault('LM_CACHE_DIR', tempfile.mkdtemp(prefix='lm-test-cache-'))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
-
-import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-
-def run_lm(*args: str, module: str = 'lm.main', timeout: int = 600) -> subprocess.CompletedProcess:
-  """Runs `python -m <module> <args>` from the repo root on ONE CPU device, as a user would."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """The records of a workdir's metrics.jsonl."""
-  import json
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+from runs import run_lm  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -8,17 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
-from lm import metrics, models
-from lm.models import layers
+from lm.config import base
+from lm.models import layers, registry
+from lm.perf import flops
 
 REQUIRED_KEYS = ('tokens_per_sec', 'mfu', 'model_tflops_per_sec', 'peak_tflops', 'compile_seconds',
                  'data_tokens_per_sec', 'device', 'jax_version')
 
 
 def _param_count(config) -> int:
-  model = models.build(config.model)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config)))
+  model = registry.build(config.model)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config)))
   return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
 
 
@@ -32,7 +32,7 @@ def test_flops_per_token_matches_hand_count(tied):
   matmul_params = L * per_block + 2 * d + V * d  # + final LN, + the output projection (tied: the token table)
   total = matmul_params + max_len * d + (0 if tied else V * d)  # lookups: positions, an untied input table
   assert _param_count(c) == total  # the hand count describes the real model
-  assert metrics.flops_per_token(c, total) == 6 * matmul_params + 12 * L * d * T
+  assert flops.flops_per_token(c, total) == 6 * matmul_params + 12 * L * d * T
 
 
 def test_bench_reports_train_data_decode_and_torch(lm_cli):
@@ -49,7 +49,7 @@ def test_bench_reports_train_data_decode_and_torch(lm_cli):
   assert report['batch_tokens'] == 8 * 64
   # the reported figures are consistent with each other and with the FLOP convention
   assert report['flops_per_step'] == pytest.approx(
-      metrics.flops_per_token(_tiny(), report['params']) * report['batch_tokens'])
+      flops.flops_per_token(_tiny(), report['params']) * report['batch_tokens'])
   assert report['tokens_per_sec'] == pytest.approx(report['batch_tokens'] / report['step_seconds'])
   assert report['model_tflops_per_sec'] == pytest.approx(report['flops_per_step'] / report['step_seconds'] / 1e12)
   assert report['mfu'] == pytest.approx(report['model_tflops_per_sec'] / report['peak_tflops'])
@@ -83,7 +83,7 @@ def test_bench_decode_reports_both_paths(lm_cli):
 
 @pytest.mark.parametrize('config_arg, message', [
     ('configs/llama_tiny.py:test', 'GPT2LMHeadModel'),
-    ('configs/bert_tiny.py:test', "model.type='gpt'"),
+    ('configs/bert_tiny.py:test', "model.type='bert' is not a decoder"),
     ('configs/gpt_tiny_classify.py', 'data.task=pretrain'),
 ])
 def test_bench_vs_torch_refuses_other_layouts(lm_cli, config_arg, message):
@@ -95,7 +95,7 @@ def test_bench_vs_torch_refuses_other_layouts(lm_cli, config_arg, message):
 
 def test_torch_reference_step_learns_the_same_batch():
   pytest.importorskip('torch')
-  from lm import torch_gpt2
+  from lm.perf import torch_gpt2
   config = _tiny()
   rng = np.random.default_rng(0)
   batch = {'inputs': rng.integers(0, 1024, (8, 64)).astype(np.int32),

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import read_metrics
-
 from lm import objectives
+
+from runs import read_metrics
 
 BERT = '--config=configs/bert_tiny.py:test'
 
@@ -67,16 +67,18 @@ def test_simcse_contrastive_loss_decreases(lm_cli, tmp_path):
 
 @pytest.mark.parametrize('dropout', [0.0, 0.1])
 def test_contrastive_views_differ_only_by_dropout(dropout):
-  """train.forward makes the second view from the same params and batch; only the dropout key differs."""
+  """step.forward makes the second view from the same params and batch; only the dropout key differs."""
   import flax.linen as nn
+
   from configs import bert_tiny
-  from lm import models, train
+  from lm.models import registry
+  from lm.training import step as step_lib
   config = bert_tiny.get_config('simcse,test')
   config.model.dropout = dropout
-  model = models.build(config.model)
+  model = registry.build(config.model)
   batch = {'inputs': jax.random.randint(jax.random.PRNGKey(0), (4, 16), 7, 1024)}
   params = nn.unbox(model.init(jax.random.PRNGKey(1), batch))['params']
-  outputs = train.forward(model.apply, params, batch, config=config, train=True, rng=jax.random.PRNGKey(2))
+  outputs = step_lib.forward(model.apply, params, batch, config=config, train=True, rng=jax.random.PRNGKey(2))
   one, two = outputs['pooled'], outputs['second_view']['pooled']
   if dropout:
     assert not np.allclose(one, two, atol=1e-4)

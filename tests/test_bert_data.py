@@ -4,12 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from configs import base
-from lm.data import bert
-from lm.data import packing
-from lm.data import pipeline
+from lm.config import base
+from lm.data import bert, packing, pipeline
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 CLS, SEP, MASK, UNK = tokenizer_lib.CLS_ID, tokenizer_lib.SEP_ID, tokenizer_lib.MASK_ID, tokenizer_lib.UNK_ID
 EOS = tokenizer_lib.EOS_ID

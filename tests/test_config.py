@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from configs import base
-from lm import config as config_lib
-from conftest import REPO
+from lm.config import base
+from lm.config import validation as config_lib
+
+from runs import REPO
 
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py')) if not p.endswith('__init__.py'))
 
@@ -22,7 +23,9 @@ def load(path: str, arg: str | None = None):
 
 def test_config_files_exist():
   names = {os.path.basename(p) for p in CONFIG_FILES}
-  assert {'base.py', 'gpt_tiny.py', 'gpt_small.py'} <= names
+  assert {'gpt_tiny.py', 'gpt_small.py', 'bert_tiny.py', 'bert_base.py', 'bert_tiny_finetune.py',
+          'gpt_tiny_sft.py'} <= names
+  assert 'base.py' not in names  # the schema lives in the library: lm/config/base.py
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
@@ -38,7 +41,7 @@ def test_gpt_small_is_the_gpt2_small_shape():
 
 
 def test_every_base_key_has_a_comment():
-  source = open(os.path.join(REPO, 'configs', 'base.py')).read()
+  source = open(os.path.join(REPO, 'lm', 'config', 'base.py')).read()
   lines = source[source.index('def get_config'):source.index('def bert')].splitlines()  # where keys are defined
   assignments = [l for l in lines if l.strip().startswith(('c.', 'm.', 'd.', 'o.', 'ms.')) and ' = ' in l]
   assert len(assignments) > 40

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, run_lm
+from runs import run_lm
 
 transformers = pytest.importorskip('transformers', reason='test extra: pip install -r requirements-test.txt')
 torch = pytest.importorskip('torch')
@@ -148,7 +148,8 @@ def test_generation_from_an_imported_decoder_matches_transformers(name, hf_dirs,
 
 def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
   result = run_lm('--config=configs/bert_tiny_finetune.py:test', f'--workdir={tmp_path / "ft"}',
-                  f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10', '--config.model.num_layers=2',
+                  f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10',
+                  '--config.model.num_layers=2',
                   '--config.model.d_model=32', '--config.model.num_heads=4', '--config.model.d_ff=64',
                   '--config.model.vocab_size=300', '--config.model.max_len=128', timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -158,7 +159,8 @@ def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
 
 def test_bfloat16_on_request_and_bfloat16_files(hf_dirs, tmp_path):
   import jax
-  from lm import workdir as workdir_lib
+
+  from lm.store import workdir as workdir_lib
   result = run_lm('from_hf', f'--hf_dir={hf_dirs["llama"]}', f'--workdir={tmp_path / "bf16"}', '--dtype=bfloat16',
                   module='lm.convert', timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -259,4 +261,5 @@ def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tmp_path):
                   '--config.num_train_steps=2', '--config.num_samples=0', timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   result = run_lm('to_hf', f'--workdir={workdir}', f'--hf_dir={tmp_path / "no"}', module='lm.convert')
-  assert result.returncode == 2 and 'has no gpt2 layout in transformers' in result.stderr.strip().splitlines()[-1]
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode == 2 and 'has no GPT2LMHeadModel layout in transformers' in last

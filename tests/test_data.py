@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import base
-from lm.data import cache
-from lm.data import packing
-from lm.data import pipeline
-from lm.data import sources
+from lm.config import base
+from lm.data import cache, packing, pipeline, sources
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 EOS = tokenizer_lib.EOS_ID
 

@@ -8,10 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import read_metrics
-
-from lm import checkpoint, models, optim, sharding, train, workdir as workdir_lib
 from lm.data import classification, instructions, pipeline
+from lm.models import layers, registry
+from lm.parallel import sharding
+from lm.store import pretrained
+from lm.store import workdir as workdir_lib
+from lm.training import loop, optim
+from lm.training import state as state_lib
+from lm.training import step as step_lib
+
+from runs import read_metrics
 
 FINETUNE = '--config=configs/bert_tiny_finetune.py:test'
 
@@ -57,7 +63,7 @@ def test_init_from_loads_encoder_exactly_and_new_head_fresh(bert_run, capsys, tm
   from configs import bert_tiny_finetune
   config = bert_tiny_finetune.get_config('test')
   config.init_from = bert_run[0]
-  run = train.Run(config, str(tmp_path / 'wd'))
+  run = loop.Trainer(config, str(tmp_path / 'wd'))
   pretrained = workdir_lib.load(bert_run[0]).params
   ours = jax.device_get(run.state.params)
   jax.tree.map(np.testing.assert_array_equal, pretrained, {k: v for k, v in ours.items() if k != 'class_head'})
@@ -108,9 +114,9 @@ def test_early_stopping_stops_when_the_metric_stalls(bert_run, lm_cli, tmp_path)
 
 def _tiny_state(config):
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
-  model = models.build(config.model)
-  _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), mesh)
-  p_train, _ = train.jit_steps(config, model, shardings, mesh)
+  model = registry.build(config.model)
+  _, shardings, init_fn = state_lib.abstract_state(config, model, optim.build(config), mesh)
+  p_train, _ = step_lib.jit_steps(config, model, shardings, mesh)
   with jax.set_mesh(mesh):
     state = init_fn(jax.random.PRNGKey(config.seed))
   return state, p_train, mesh
@@ -182,7 +188,7 @@ def test_classification_examples_bert_pair_layout(tiny_data):
 def test_decoder_head_reads_the_last_real_token(tiny_config):
   config = tiny_config.copy_and_resolve_references()
   config.model.num_labels = 3
-  model = models.build(config.model)
+  model = registry.build(config.model)
   tokens = jnp.asarray([[10, 11, 12, 13, 0, 0, 0, 0]], jnp.int32)
   batch = {'inputs': tokens, 'segment_ids': (tokens > 0).astype(jnp.int32)}
   params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))['params']
@@ -212,6 +218,7 @@ def test_file_records_map_string_labels_and_hold_out_eval(tmp_path):
 
 def test_tfds_sentence_pairs_via_mock_data():
   import tensorflow_datasets as tfds
+
   from configs import bert_classify
   data = bert_classify.get_config('mnli,tiny').data
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -250,7 +257,8 @@ def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, t
   """The real gpt_tiny_sft (LR preset 'tiny', 1e-3) for 40 steps from the real gpt_tiny pretrained for 40 (the test
   shape's 64 positions cannot hold a prompt and its response)."""
   workdir = str(tmp_path / 'wd')
-  result = lm_cli('--config=configs/gpt_tiny_sft.py:tiny', f'--workdir={workdir}', f'--config.init_from={gpt_tiny_run[0]}',
+  result = lm_cli('--config=configs/gpt_tiny_sft.py:tiny', f'--workdir={workdir}',
+                  f'--config.init_from={gpt_tiny_run[0]}',
                   '--config.num_train_steps=40', '--config.eval_every_steps=20', '--config.forgetting_every_steps=20',
                   '--config.num_samples=1', '--config.sample_max_new_tokens=8', timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -292,16 +300,18 @@ def test_decoder_classifier_runs_from_a_gpt_workdir(gpt_run, lm_cli, tmp_path):
 def test_sst2_config_trains_on_mocked_tfds(bert_run, tmp_path):
   """configs/bert_classify.py:sst2 end to end on tfds mock data (no download): labels and their count from tfds."""
   import tensorflow_datasets as tfds
+
   from configs import bert_classify
-  from lm import config as config_lib
+  from lm.config import resume
+  from lm.config import validation as config_lib
   config = bert_classify.get_config('sst2,tiny')
-  config.model = config_lib.init_from_config(bert_run[0]).model  # the test-sized encoder it starts from
+  config.model = resume.init_from_config(bert_run[0]).model  # the test-sized encoder it starts from
   config.init_from, config.seq_len, config.batch_size, config.num_train_steps = bert_run[0], 32, 8, 4
   config.eval_every_steps, config.checkpoint_every_steps, config.forgetting_every_steps = 2, 4, 4
   config.forgetting_eval_steps = 1
   config_lib.validate(config, num_devices=jax.device_count(), process_count=1)  # all 8 test devices: data-parallel
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-    summary = train.run(config, str(tmp_path / 'wd'))
+    summary = loop.run(config, str(tmp_path / 'wd'))
   assert config.model.num_labels == 2 and 0.0 <= summary['eval/accuracy'] <= 1.0 and 'eval/f1' in summary
   assert 'eval/pretrain_loss' in summary
 
@@ -309,14 +319,14 @@ def test_sst2_config_trains_on_mocked_tfds(bert_run, tmp_path):
 def test_init_from_refuses_to_reinitialise_a_pretrained_parameter(bert_run):
   """Only task heads may be new: a body parameter the checkpoint lacks (another layout) is an error, not a silent
   fresh init."""
-  from lm import config as config_lib
-  from lm.config import ConfigError
-  config = config_lib.init_from_config(bert_run[0])
+  from lm.config import resume
+  from lm.errors import ConfigError
+  config = resume.init_from_config(bert_run[0])
   params = jax.device_get(workdir_lib.load(bert_run[0]).params)
   params['adapter'] = {'kernel': np.zeros((2, 2), np.float32)}
   params = jax.tree.map(jnp.asarray, params)
   with pytest.raises(ConfigError, match=r'has no parameter adapter/kernel \(1 of'):
-    checkpoint.load_pretrained(bert_run[0], params, config)
+    pretrained.load_pretrained(bert_run[0], params, config)
 
 
 def test_freeze_masks_by_pattern_and_all_but_head():
@@ -326,11 +336,11 @@ def test_freeze_masks_by_pattern_and_all_but_head():
             'class_head': {'dense': {'kernel': 0, 'bias': 0}}}
   o = bert_tiny_finetune.get_config('test').optimizer
   o.freeze_patterns = r'attn/query, fc_in/bias$'
-  frozen = {optim.path_name(p) for p, f in jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, o))[0] if f}
+  frozen = {layers.path_name(p) for p, f in jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, o))[0] if f}
   assert frozen == {'block_0/attn/query/kernel', 'block_1/mlp/fc_in/bias'}
   o.freeze_patterns, o.freeze_all_but_head = '', True
   frozen = jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, o))[0]
-  assert {optim.path_name(p) for p, f in frozen if not f} == {'class_head/dense/kernel', 'class_head/dense/bias'}
+  assert {layers.path_name(p) for p, f in frozen if not f} == {'class_head/dense/kernel', 'class_head/dense/bias'}
 
 
 def test_f1_scores_from_a_confusion_matrix():

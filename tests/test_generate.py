@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import models, sampling, scoring, workdir as workdir_lib
+from lm.inference import sampling, scoring
+from lm.models import registry
+from lm.store import workdir as workdir_lib
 
 PROMPTS = [[10, 11, 12], list(range(20, 41)), [7], [300, 301, 302, 303, 304]]
 EOS, PAD = 3, 0
@@ -20,8 +22,8 @@ def random_decoder(**model_overrides):
   from configs import gpt_tiny
   config = gpt_tiny.get_config('test')
   config.model.update(model_overrides)
-  model = models.build(config.model)
-  params = nn.unbox(jax.jit(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])())
+  model = registry.build(config.model)
+  params = nn.unbox(jax.jit(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config))['params'])())
   return model, jax.tree.map(lambda x: x * 4, params)
 
 
@@ -82,7 +84,8 @@ def test_top_k_1_is_greedy_and_a_seed_fixes_the_sample():
 def test_stream_yields_what_generate_returns():
   model, params = random_decoder()
   kw = dict(max_new_tokens=12, eos_id=EOS, pad_id=PAD, sampling=sampling.Sampling(1.0, top_k=20), seed=7)
-  assert list(sampling.stream(model, params, PROMPTS[1], **kw)) == sampling.generate(model, params, PROMPTS[1:2], **kw)[0]
+  streamed = list(sampling.stream(model, params, PROMPTS[1], **kw))
+  assert streamed == sampling.generate(model, params, PROMPTS[1:2], **kw)[0]
 
 
 def test_top_p_keeps_the_smallest_set_with_enough_mass():

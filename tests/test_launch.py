@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_lm
+from runs import REPO, run_lm
 
 
 def _launch(*args: str, module: str) -> subprocess.CompletedProcess:
@@ -50,7 +50,8 @@ def test_slurm_dry_run_prints_the_sbatch_script():
 
 
 def test_sweep_expansion():
-  from configs import base, gpt_tiny
+  from configs import gpt_tiny
+  from lm.config import base
   assert base.sweep_product({'a.x': (1, 2), 'seed': (0, 1)}) == [
       {'a.x': 1, 'seed': 0}, {'a.x': 1, 'seed': 1}, {'a.x': 2, 'seed': 0}, {'a.x': 2, 'seed': 1}]
   assert base.sweep_zip({'model.d_model': (128, 256), 'model.num_heads': (2, 4)}) == [
@@ -89,8 +90,8 @@ def _launch_long(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_topology_names():
-  from lm import aot
-  from lm.config import ConfigError
+  from lm.errors import UsageError
+  from lm.perf import aot
   assert aot.topology_name('v5p-128') == 'v5p:4x4x4'
   assert aot.topology_name('v5p-32') == 'v5p:2x2x4'
   assert aot.topology_name('v4-8') == 'v4:2x2x1'
@@ -98,7 +99,7 @@ def test_topology_names():
   assert aot.topology_name('v6e-8') == 'v6e:2x4'
   assert aot.topology_name('v5e:2x2') == 'v5e:2x2'
   for bad in ('v5p-100', 'tpu-8', 'v5p'):
-    with pytest.raises(ConfigError, match='--topology'):
+    with pytest.raises(UsageError, match='--topology'):
       aot.topology_name(bad)
 
 

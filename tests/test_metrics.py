@@ -3,13 +3,15 @@ import json
 
 import numpy as np
 
-from configs import base
-from lm import metrics, optim
+from lm.config import base
+from lm.perf import flops
+from lm.store import writers
+from lm.training import optim
 
 
 def test_jsonl_merges_a_step_and_truncates_on_resume(tmp_path):
   path = str(tmp_path / 'metrics.jsonl')
-  writer = metrics.JsonlWriter(path)
+  writer = writers.JsonlWriter(path)
   writer.write_scalars(10, {'train/loss': 2.0})
   writer.write_scalars(10, {'eval/loss': 2.5})
   writer.write_scalars(20, {'train/loss': 1.5})
@@ -18,16 +20,16 @@ def test_jsonl_merges_a_step_and_truncates_on_resume(tmp_path):
     f.write('{"step": 30, "train/lo')  # torn by a crash
   lines = [json.loads(l) for l in open(path) if l.strip().endswith('}')]
   assert lines == [{'step': 10, 'train/loss': 2.0, 'eval/loss': 2.5}, {'step': 20, 'train/loss': 1.5}]
-  metrics.JsonlWriter(path).truncate_after(10)
+  writers.JsonlWriter(path).truncate_after(10)
   assert [json.loads(l)['step'] for l in open(path)] == [10]
 
 
 def test_flops_per_token_follows_the_palm_convention():
   c = base.get_config()
   m, n = c.model, 1_000_000
-  assert metrics.flops_per_token(c, n) == 6 * (n - m.max_len * m.d_model) + 12 * m.num_layers * m.d_model * 256
+  assert flops.flops_per_token(c, n) == 6 * (n - m.max_len * m.d_model) + 12 * m.num_layers * m.d_model * 256
   m.tie_embeddings = False
-  assert metrics.flops_per_token(c, n) == 6 * (n - (m.max_len + m.vocab_size) * m.d_model) + 12 * 4 * 256 * 256
+  assert flops.flops_per_token(c, n) == 6 * (n - (m.max_len + m.vocab_size) * m.d_model) + 12 * 4 * 256 * 256
 
 
 def test_encoder_flops_count_the_mlm_head_only_where_it_runs():
@@ -38,9 +40,9 @@ def test_encoder_flops_count_the_mlm_head_only_where_it_runs():
   head = m.vocab_size * m.d_model + m.d_model ** 2
   pooler = m.d_model ** 2 + 2 * m.d_model
   expected = 6 * (body - head * (1 - 32 / 256) - pooler * (1 - 1 / 256)) + 12 * 4 * 256 * 256
-  assert np.isclose(metrics.flops_per_token(c, n), expected)
+  assert np.isclose(flops.flops_per_token(c, n), expected)
   c.objectives = {'contrastive': 1.0}
-  assert np.isclose(metrics.flops_per_token(c, n), 2 * expected)  # two forward/backward passes
+  assert np.isclose(flops.flops_per_token(c, n), 2 * expected)  # two forward/backward passes
 
 
 def test_schedule_warms_up_from_the_first_update_and_ends_at_the_minimum():

@@ -14,9 +14,11 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import REPO, read_metrics  # noqa: E402
-from lm import sharding, workdir as workdir_lib  # noqa: E402
 from lm.data import pipeline  # noqa: E402
+from lm.parallel import distributed, sharding  # noqa: E402
+from lm.store import workdir as workdir_lib  # noqa: E402
+
+from runs import REPO, read_metrics  # noqa: E402
 
 ARGS = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=12', '--config.log_every_steps=1',
         '--config.eval_every_steps=6', '--config.checkpoint_every_steps=6', '--config.num_samples=1')
@@ -91,17 +93,17 @@ def test_a_two_process_checkpoint_restores_in_one_process_on_other_meshes(two_pr
 
 
 def test_distributed_starts_only_when_asked_or_in_a_cluster():
-  assert sharding.cluster_from_env({}) is None
-  assert sharding.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}) is None  # one task: single host
-  assert sharding.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '16'}) == 'slurm'
-  assert sharding.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'localhost'}) is None  # single-host TPU VM
-  assert sharding.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'w-0,w-1,w-2,w-3'}) == 'tpu'
-  assert sharding.cluster_from_env({'MEGASCALE_COORDINATOR_ADDRESS': '10.0.0.2'}) == 'tpu'
-  assert sharding.initialize_distributed(env={}) == 'single process'
+  assert distributed.cluster_from_env({}) is None
+  assert distributed.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}) is None  # one task: single host
+  assert distributed.cluster_from_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '16'}) == 'slurm'
+  assert distributed.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'localhost'}) is None  # single-host TPU VM
+  assert distributed.cluster_from_env({'TPU_WORKER_HOSTNAMES': 'w-0,w-1,w-2,w-3'}) == 'tpu'
+  assert distributed.cluster_from_env({'MEGASCALE_COORDINATOR_ADDRESS': '10.0.0.2'}) == 'tpu'
+  assert distributed.initialize_distributed(env={}) == 'single process'
   with pytest.raises(ValueError, match='--process_id in'):
-    sharding.initialize_distributed('localhost:1234', 2, env={})
+    distributed.initialize_distributed('localhost:1234', 2, env={})
   with pytest.raises(ValueError, match='--coordinator_address'):
-    sharding.initialize_distributed(env={'LM_NUM_PROCESSES': '2', 'LM_PROCESS_ID': '0'})
+    distributed.initialize_distributed(env={'LM_NUM_PROCESSES': '2', 'LM_PROCESS_ID': '0'})
 
 
 def test_launch_local_dry_run_prints_one_command_per_process():
@@ -125,7 +127,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
   with open(log, 'w') as out:
     proc = subprocess.Popen([sys.executable, '-m', 'launch.local', '--num_processes=2', '--devices_per_process=4', '--',
-                             '--config=configs/gpt_tiny.py:test', f'--workdir={workdir}', '--config.num_train_steps=5000',
+                             '--config=configs/gpt_tiny.py:test', f'--workdir={workdir}',
+                             '--config.num_train_steps=5000',
                              '--config.log_every_steps=5', '--config.checkpoint_every_steps=2000'],
                             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
   deadline = time.time() + 300

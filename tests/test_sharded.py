@@ -11,9 +11,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from lm import models, optim, sharding, train  # noqa: E402
 from lm.data import pipeline  # noqa: E402
-
+from lm.models import registry  # noqa: E402
+from lm.parallel import sharding  # noqa: E402
+from lm.training import optim  # noqa: E402
+from lm.training import state as state_lib
+from lm.training import step as step_lib
 
 MESHES = [(8, 1, 1), (1, 8, 1), (1, 4, 2), (2, 2, 2)]
 
@@ -24,9 +27,9 @@ def run_steps(config, mesh_shape, batches, **rules):
   config.mesh.rules.update(rules)
   devices = jax.devices()[:int(np.prod(mesh_shape))]
   mesh = sharding.make_mesh(config.mesh, devices=devices)
-  model = models.build(config.model)
-  _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), mesh)
-  p_train, _ = train.jit_steps(config, model, shardings, mesh)
+  model = registry.build(config.model)
+  _, shardings, init_fn = state_lib.abstract_state(config, model, optim.build(config), mesh)
+  p_train, _ = step_lib.jit_steps(config, model, shardings, mesh)
   losses = []
   with jax.set_mesh(mesh):
     state = init_fn(jax.random.PRNGKey(config.seed))
@@ -93,7 +96,7 @@ def _state_bytes_per_device(config, mesh_shape) -> int:
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
   mesh = sharding.make_mesh(config.mesh)
-  abstract, _, init_fn = train.abstract_state(config, models.build(config.model), optim.build(config), mesh)
+  abstract, _, init_fn = state_lib.abstract_state(config, registry.build(config.model), optim.build(config), mesh)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   return init_fn.lower(jax.random.PRNGKey(0)).compile().memory_analysis().output_size_in_bytes, num_params
 
@@ -106,7 +109,7 @@ def test_fsdp_keeps_one_eighth_of_the_state_per_device(tiny_config):
 
 
 def test_rules_come_from_the_config_and_indivisible_dimensions_fail_early(tiny_config, batches):
-  from lm import config as config_lib
+  from lm.config import validation as config_lib
   losses, state = run_steps(tiny_config, (1, 8, 1), batches[:2], embed='')  # replicate d_model everywhere
   assert state.params['block_0']['mlp']['fc_in']['kernel'].sharding.spec == P(None, 'tensor')
   np.testing.assert_allclose(losses, run_steps(tiny_config, (1, 1, 1), batches[:2])[0], rtol=1e-5)
@@ -166,9 +169,9 @@ def _evaluate(config, mesh_shape, state, eval_batches) -> dict:
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:int(np.prod(mesh_shape))])
-  model = models.build(config.model)
-  _, shardings, _ = train.abstract_state(config, model, optim.build(config), mesh)
-  _, p_eval = train.jit_steps(config, model, shardings, mesh)
+  model = registry.build(config.model)
+  _, shardings, _ = state_lib.abstract_state(config, model, optim.build(config), mesh)
+  _, p_eval = step_lib.jit_steps(config, model, shardings, mesh)
   with jax.set_mesh(mesh):
     batches = [sharding.global_batch(b, mesh) for b in eval_batches]
-    return train.evaluate(p_eval, state.params, batches, dict(config.objectives))
+    return step_lib.evaluate(p_eval, state.params, batches, dict(config.objectives))

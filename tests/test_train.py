@@ -9,9 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import read_metrics
+from lm.models import registry
+from lm.parallel import sharding
+from lm.training import optim
+from lm.training import state as state_lib
+from lm.training import step as step_lib
 
-from lm import models, optim, sharding, train
+from runs import read_metrics
 
 TINY = '--config=configs/gpt_tiny.py:test'
 
@@ -79,9 +83,9 @@ def test_bad_override_leaves_existing_checkpoints_untouched(trained, lm_cli, ove
 
 
 def _step_setup(config, mesh):
-  model = models.build(config.model)
-  abstract, shardings, init_fn = train.abstract_state(config, model, optim.build(config), mesh)
-  p_train, _ = train.jit_steps(config, model, shardings, mesh)
+  model = registry.build(config.model)
+  abstract, shardings, init_fn = state_lib.abstract_state(config, model, optim.build(config), mesh)
+  p_train, _ = step_lib.jit_steps(config, model, shardings, mesh)
   with jax.set_mesh(mesh):
     state = init_fn(jax.random.PRNGKey(config.seed))
   return state, p_train
@@ -116,7 +120,8 @@ def test_llama_style_decoder_trains_and_samples(lm_cli, tmp_path):
   params = json.load(open(os.path.join(workdir, 'config.json')))['model']
   assert (params['norm_type'], params['activation'], params['num_kv_heads']) == ('rmsnorm', 'swiglu', 2)
   assert '--- sample' in result.stdout
-  from lm import workdir as workdir_lib
+  from lm.store import workdir as workdir_lib
   loaded = workdir_lib.load(workdir).params
-  assert loaded['block_0']['attn']['key']['kernel'].shape == (64, 2, 16) and 'bias' not in loaded['block_0']['attn']['key']
+  key = loaded['block_0']['attn']['key']
+  assert key['kernel'].shape == (64, 2, 16) and 'bias' not in key
   assert 'lm_head' in loaded and 'fc_gate' in loaded['block_0']['mlp']

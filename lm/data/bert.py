@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 _SPECIAL = tokenizer_lib.NUM_SPECIAL_IDS  # ids below this are never masked, nor kept inside a segment
 _MASK_FRACTION, _RANDOM_FRACTION = 0.8, 0.1  # of the chosen positions: [MASK], random token; the rest unchanged

@@ -23,7 +23,8 @@ import numpy as np
 
 from lm.data import sources
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
+from lm.models import registry
 
 STDLIB_PACKAGES = ('asyncio', 'email', 'multiprocessing', 'xml')  # the embedded task's classes, in label order
 CHUNK_LINES = 12  # lines per example of the embedded task
@@ -189,7 +190,8 @@ class ClassificationExamples(Sequence):
 
   def __init__(self, records: Records, tokenizer: tokenizer_lib.Tokenizer, config: ml_collections.ConfigDict):
     self._records, self._tokenizer = records, tokenizer
-    self._seq_len, self._bert = config.seq_len, config.model.type == 'bert'
+    self._seq_len = config.seq_len
+    self._bert = registry.get(config.model.type).class_summary == 'first'  # [CLS] a [SEP] (b [SEP])
 
   def __len__(self) -> int:
     return len(self._records)

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 TOKENIZER_FILE = 'tokenizer.json'
 CONFIG_FILE = 'tokenizer_config.json'

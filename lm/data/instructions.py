@@ -17,7 +17,7 @@ import numpy as np
 
 from lm.data import sources
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 DEMO_FILE = os.path.join(os.path.dirname(__file__), 'sft_demo.jsonl')
 FIELDS = ('instruction', 'input', 'output')

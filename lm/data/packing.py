@@ -6,7 +6,7 @@ and every token but the first is a target exactly once.
 """
 import numpy as np
 
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 MODES = ('packed', 'concat')
 

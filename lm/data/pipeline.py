@@ -5,27 +5,24 @@
   eval_batches = pipeline.eval_batches(config, eval_rows)  # the same list every evaluation
 
 Each batch is a dict of numpy arrays whose leading dimension is this process's share of config.batch_size: packed
-rows (`packing.PackedSequences`) for model.type 'gpt', BERT sentence pairs with MLM masks (`bert.SentencePairs`)
-for 'bert'. A BERT example is drawn by grain's random_map from (seed, global example index) before the batch is
+rows (`packing.PackedSequences`), or BERT sentence pairs with MLM masks (`bert.SentencePairs`), as the model family's
+`pretrain_examples` says (lm/models/registry.py: plain records; data never imports model code). A BERT example
+is drawn by grain's random_map from (seed, global example index) before the batch is
 split across processes, so it does not depend on the process count, and an epoch repeat draws fresh pairs and masks.
 """
 import hashlib
 import pathlib
 
-from absl import logging
 import grain
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
-from lm.data import bert
-from lm.data import cache
-from lm.data import classification
-from lm.data import instructions
-from lm.data import packing
-from lm.data import sources
+from lm.data import bert, cache, classification, instructions, packing, sources
 from lm.data import tokenizer as tokenizer_lib
-from lm.data.errors import DataError
+from lm.errors import DataError
+from lm.models import registry
 
 _ENCODE_CHUNK = 1024  # documents encoded per call while tokenizing a split
 # what prepare() returns per split
@@ -57,6 +54,11 @@ def _write_tokens(tokenizer: tokenizer_lib.Tokenizer, documents: sources.Documen
       np.save(f, np.asarray(starts, np.int64))
 
 
+def _sentence_pairs(config: ml_collections.ConfigDict) -> bool:
+  """True when the model family pretrains on BERT sentence pairs rather than packed rows."""
+  return registry.get(config.model.type).pretrain_examples == 'sentence_pairs'
+
+
 def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
                documents: sources.Documents, directory: pathlib.Path, split: str) -> Examples:
   """Tokenizes `documents` into `directory` unless already there, and returns their rows (or BERT pairs)."""
@@ -72,7 +74,7 @@ def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Token
                     f'row of seq_len+1={config.seq_len + 1}; lower --config.seq_len or give the split more data '
                     '(data.eval_fraction, data.max_documents, data.path)')
   tokens = np.memmap(bin_path, dtype=dtype, mode='r', shape=(num_tokens,))
-  if config.model.type == 'bert':
+  if _sentence_pairs(config):
     return bert.SentencePairs.from_config(config, tokenizer, tokens, doc_starts)
   return packing.PackedSequences(tokens, doc_starts, config.seq_len, config.data.packing)
 
@@ -107,8 +109,8 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
   data.task 'classify' and 'sft' read labelled / instruction records instead of documents (see
   `classification` and `instructions`; they tokenize on the fly); 'classify' sets model.num_labels if it is 0.
 
-  The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors when model.type is 'bert'
-  (the same cached token stream either way).
+  The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors for a family whose
+  pretrain_examples is 'sentence_pairs' (the same cached token stream either way).
 
   Cache entry: `<cache>/tokens/<key>/{train,eval}.bin` (raw uint16, or uint32 for vocabularies over 65536) and
   `{train,eval}_doc_starts.npy`; key = sha256 of both splits' document fingerprints and the tokenizer model.
@@ -221,7 +223,7 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict:
   tokens = np.arange(length, dtype=np.int32) % (config.model.vocab_size - tokenizer_lib.NUM_SPECIAL_IDS) \
       + tokenizer_lib.NUM_SPECIAL_IDS
   starts = np.array([0, length // 2], np.int64)
-  if config.model.type == 'bert':
+  if _sentence_pairs(config):
     data = config.data
     rows = bert.SentencePairs(tokens, starts, config.seq_len, vocab_size=config.model.vocab_size,
                               mask_prob=data.mask_prob, max_predictions=data.max_predictions_per_seq,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import ml_collections
 
-from lm.data.errors import DataError
+from lm.errors import DataError
 
 SPLITS = ('train', 'eval')
 # Not prose or hand-written code: third-party packages, test suites, and `encodings/` (generated codec tables, 12% of

@@ -9,14 +9,13 @@ import json
 import os
 import pathlib
 
-from absl import logging
 import ml_collections
 import numpy as np
 import sentencepiece as spm
+from absl import logging
 
-from lm.data import cache
-from lm.data import sources
-from lm.data.errors import DataError
+from lm.data import cache, sources
+from lm.errors import DataError
 
 # The special tokens, defined here and nowhere else.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from lm.config import ConfigError
+from lm.errors import ConfigError
 
 SINGLE = 'model.safetensors'
 INDEX = 'model.safetensors.index.json'

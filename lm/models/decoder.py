@@ -1,4 +1,5 @@
-"""GPT-style decoder: embeddings, causal blocks (pre-LN by default), final LN, tied output projection."""
+"""The 'gpt' family (models/registry.py): a causal decoder — embeddings, causal blocks (pre-LN by default), final
+norm, tied output projection. GPT-2 layout by default, Llama layout with base.llama(config)."""
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -33,3 +34,31 @@ class Decoder(nn.Module):
       summary = heads.last_token(x, batch.get('segment_ids'))
       out['class_logits'] = heads.ClassHead(cfg, name='class_head')(summary, deterministic=not train)
     return out
+
+
+Model = Decoder
+
+
+def example_batch(config) -> dict:
+  """A one-row dummy batch with the keys the decoder reads."""
+  return {'inputs': jnp.zeros((1, config.seq_len), jnp.int32),
+          'segment_ids': jnp.ones((1, config.seq_len), jnp.int32)}
+
+
+def check_config(config) -> None:
+  """Nothing beyond the generic checks: every decoder config that validates generically can run."""
+  del config
+
+
+def sparse_params(config) -> float:
+  """Every decoder parameter runs for every token."""
+  del config
+  return 0.0
+
+
+def llama_preset(c):
+  """Turns config `c` into a Llama-style decoder: RMSNorm, RoPE, SwiGLU MLP, no biases, untied output head."""
+  c.model.type = 'gpt'
+  c.model.norm, c.model.norm_type, c.model.activation = 'pre', 'rmsnorm', 'swiglu'
+  c.model.position, c.model.use_bias, c.model.tie_embeddings = 'rope', False, False
+  return c

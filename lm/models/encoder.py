@@ -1,8 +1,10 @@
-"""BERT-style encoder: token + position + token-type embeddings, bidirectional blocks (post-LN by default),
-pooler over [CLS], MLM head tied to the word embeddings, NSP head. Shares every layer with the decoder."""
+"""The 'bert' family (models/registry.py): a BERT-style encoder — token + position + token-type embeddings,
+bidirectional blocks (post-LN by default), pooler over [CLS], MLM head tied to the word embeddings, NSP head. Shares
+every layer with the decoder."""
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lm.errors import ConfigError
 from lm.models import heads, layers
 
 
@@ -31,3 +33,51 @@ class Encoder(nn.Module):
     if cfg.num_labels:
       out['class_logits'] = heads.ClassHead(cfg, name='class_head')(pooled, deterministic=not train)
     return out
+
+
+Model = Encoder
+
+
+def example_batch(config) -> dict:
+  """A one-row dummy batch with the keys the encoder reads (the MLM head on gathered positions)."""
+  return {'inputs': jnp.zeros((1, config.seq_len), jnp.int32),
+          'segment_ids': jnp.ones((1, config.seq_len), jnp.int32),
+          'mlm_positions': jnp.zeros((1, config.data.max_predictions_per_seq), jnp.int32)}
+
+
+def check_config(config) -> None:
+  """ConfigError for what an encoder cannot do: generate samples, pair without token types, and so on."""
+  m = config.model
+  if config.num_samples:
+    raise ConfigError(f'num_samples={config.num_samples}: an encoder does not generate text; set it to 0 '
+                      '(use python -m lm.fill_mask on the workdir)')
+  if m.type_vocab_size < 2:
+    raise ConfigError(f'model.type_vocab_size={m.type_vocab_size}: BERT pairs need 2 token types (A and B)')
+  if not 0 < config.data.max_predictions_per_seq <= config.seq_len:
+    raise ConfigError(f'data.max_predictions_per_seq={config.data.max_predictions_per_seq} must be in '
+                      f'[1, seq_len={config.seq_len}]')
+  if config.eval_steps == 0 and config.data.task == 'pretrain':
+    raise ConfigError('eval_steps=0 (the whole eval split) is not available for BERT pretraining, whose examples '
+                      'are drawn at random; give a number of batches')
+
+
+def sparse_params(config) -> float:
+  """The MLM head (transform + tied vocabulary projection) runs on the max_predictions_per_seq gathered positions
+  only, and the pooler and NSP head once per sequence: the fractions of them that do not run per token."""
+  m, seq_len = config.model, config.seq_len
+  mlm_head = m.vocab_size * m.d_model + m.d_model * m.d_model  # tied projection + transform dense
+  per_sequence = m.d_model * m.d_model + 2 * m.d_model  # pooler + NSP
+  return mlm_head * (1 - config.data.max_predictions_per_seq / seq_len) + per_sequence * (1 - 1 / seq_len)
+
+
+def preset(c):
+  """Turns config `c` into an original-BERT-style encoder run (MLM + NSP); shapes and schedule stay the caller's."""
+  c.objectives = {'mlm': 1.0, 'nsp': 1.0}
+  c.model.type = 'bert'
+  c.model.norm = 'post'
+  c.model.activation = 'gelu'
+  c.model.type_vocab_size = 2
+  c.model.layer_norm_eps = 1e-12
+  c.model.dropout = 0.1
+  c.optimizer.weight_decay = 0.01
+  return c

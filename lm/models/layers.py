@@ -15,7 +15,7 @@ ACTIVATION_AXES = ('batch', 'length', 'embed')
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Static, hashable copy of `config.model` (see configs/base.py for each field)."""
+  """Static, hashable copy of `config.model` (see lm/config/base.py for each field)."""
   num_layers: int
   num_heads: int
   d_model: int
@@ -29,7 +29,7 @@ class ModelConfig:
   tie_embeddings: bool = True
   dtype: str = 'float32'
   param_dtype: str = 'float32'
-  attention_impl: str = 'xla'
+  attention_impl: str = 'einsum'
   remat: str = 'none'
   scan_layers: bool = False
   norm: str = 'pre'
@@ -58,6 +58,12 @@ class ModelConfig:
     return self.num_kv_heads or self.num_heads
 
 
+def path_name(path) -> str:
+  """'block_0/attn/query/kernel' for a jax tree path: the one naming of parameters (optimizer masks, checkpoints,
+  init_from tables, HF rules)."""
+  return '/'.join(str(getattr(key, 'key', key)) for key in path)
+
+
 def logical_init(initializer, axes):
   """Wraps an initializer so the parameter carries logical axis names."""
   return nn.with_logical_partitioning(initializer, axes)
@@ -74,7 +80,8 @@ def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
                       scale_init=logical_init(nn.initializers.ones, ('embed',)))
   return nn.LayerNorm(
       epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
-      scale_init=logical_init(nn.initializers.ones, ('embed',)), bias_init=logical_init(nn.initializers.zeros, ('embed',)))
+      scale_init=logical_init(nn.initializers.ones, ('embed',)),
+      bias_init=logical_init(nn.initializers.zeros, ('embed',)))
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:

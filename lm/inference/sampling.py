@@ -12,15 +12,15 @@ step. Tests check the cached decoder against it; lm.bench times both.
 """
 import dataclasses
 import functools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import sharding
-from lm.config import ConfigError
+from lm.errors import UsageError
+from lm.parallel import sharding
 
 DEFAULT_PROMPTS = ('def ', 'import ', 'class ', 'The ', 'for ', '# ')
 _PROMPT_ROUNDING = 16  # prompts are left-padded to a multiple of this: few distinct shapes, few compiles
@@ -34,13 +34,13 @@ class Sampling:
   top_p: float = 1.0  # keep the smallest set of most likely tokens with probability mass >= top_p (1 = no limit)
 
   def check(self) -> 'Sampling':
-    """Itself, or ConfigError naming the flag out of range."""
+    """Itself, or UsageError naming the flag out of range."""
     if self.temperature < 0:
-      raise ConfigError(f'--temperature={self.temperature}: must be >= 0 (0 = greedy)')
+      raise UsageError(f'--temperature={self.temperature}: must be >= 0 (0 = greedy)')
     if self.top_k < 0:
-      raise ConfigError(f'--top_k={self.top_k}: must be >= 0 (0 = no limit)')
+      raise UsageError(f'--top_k={self.top_k}: must be >= 0 (0 = no limit)')
     if not 0 < self.top_p <= 1:
-      raise ConfigError(f'--top_p={self.top_p}: must be in (0, 1] (1 = no limit)')
+      raise UsageError(f'--top_p={self.top_p}: must be in (0, 1] (1 = no limit)')
     return self
 
 
@@ -175,16 +175,16 @@ def _generate_uncached(params, tokens, pads, rng, *, model, max_new_tokens: int,
 def left_pad(prompts: Sequence[Sequence[int]], *, max_len: int, max_new_tokens: int, pad_id: int, eos_id: int,
              batch_multiple: int = 1):
   """(tokens int32 [B', P], pads int32 [B']) for token-id prompts; B' rounds B up to batch_multiple (extra rows are
-  dummies). An empty prompt starts from EOS, the separator between training documents. ConfigError when a prompt
+  dummies). An empty prompt starts from EOS, the separator between training documents. UsageError when a prompt
   and max_new_tokens do not fit in max_len."""
   if max_new_tokens < 1:
-    raise ConfigError(f'--max_new_tokens={max_new_tokens}: must be >= 1')
+    raise UsageError(f'--max_new_tokens={max_new_tokens}: must be >= 1')
   if not prompts:
-    raise ConfigError('no prompt to decode')
+    raise UsageError('no prompt to decode')
   prompts = [list(p) or [eos_id] for p in prompts]
   for index, prompt in enumerate(prompts):
     if len(prompt) + max_new_tokens > max_len:
-      raise ConfigError(f'prompt {index} has {len(prompt)} tokens: with --max_new_tokens={max_new_tokens} that is '
+      raise UsageError(f'prompt {index} has {len(prompt)} tokens: with --max_new_tokens={max_new_tokens} that is '
                         f'{len(prompt) + max_new_tokens} > the model\'s context of {max_len} (model.max_len); shorten '
                         'the prompt or lower --max_new_tokens')
   longest = max(len(p) for p in prompts)
@@ -223,7 +223,7 @@ def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id:
            sampling: Sampling = Sampling(), seed: int = 0, batch_multiple: int = 1,
            rules: tuple = sharding.DEFAULT_RULES) -> Iterator[int]:
   """An iterator over the new token ids of one prompt as they are decoded (the ids `generate` returns), until EOS.
-  The prompt is checked now (ConfigError), before anything is decoded."""
+  The prompt is checked now (UsageError), before anything is decoded."""
   sampling.check()
   tokens, pads = left_pad([prompt], max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)

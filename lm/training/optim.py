@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm import models
-from lm.config import ConfigError
-
+from lm.errors import ConfigError
+from lm.models import layers, registry
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
@@ -39,20 +38,15 @@ def weight_decay_mask(params):
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
-def path_name(path) -> str:
-  """'block_0/attn/query/kernel' for a jax tree path."""
-  return '/'.join(str(getattr(key, 'key', key)) for key in path)
-
-
 def frozen_mask(params, opt_cfg):
   """True for each parameter that optimizer.freeze_* freezes."""
   patterns = [re.compile(p.strip()) for p in opt_cfg.freeze_patterns.split(',') if p.strip()]
 
   def frozen(path, _):
-    name = path_name(path)
+    name = layers.path_name(path)
     top = name.split('/')[0]
     block = re.fullmatch(r'block_(\d+)', top)
-    return ((opt_cfg.freeze_all_but_head and top not in models.TASK_HEADS)
+    return ((opt_cfg.freeze_all_but_head and top not in registry.TASK_HEADS)
             or (opt_cfg.freeze_embeddings and top == 'embeddings')
             or (block is not None and int(block.group(1)) < opt_cfg.freeze_layers)
             or any(p.search(name) for p in patterns))
@@ -63,7 +57,7 @@ def layer_scales(params, num_layers: int, decay: float):
   """Per-parameter LR factors of layer-wise decay (ELECTRA / BEiT): block i of L gets decay**(L - i), the embeddings
   decay**(L + 1), everything above the blocks (final norm, pooler, heads) 1. Scanned blocks get a [L, 1, ...] array."""
   def scale(path, leaf):
-    top = path_name(path).split('/')[0]
+    top = layers.path_name(path).split('/')[0]
     if top == 'embeddings':
       return decay ** (num_layers + 1)
     if top == 'blocks':

@@ -1,4 +1,4 @@
-"""Device mesh from `config.mesh`, logical axis rules, and shardings of the train state and batches.
+"""Device mesh from `config.mesh`, logical axis rules, shardings of the train state and batches, and host transfers.
 
 One code path for 1 device and for a pod: a 1-device run is a (1, 1, 1) mesh.
 """
@@ -7,9 +7,10 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from lm.config import ConfigError
+from lm.errors import ConfigError
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')  # the batch is always split over the data-parallel axes (each process feeds its rows)
@@ -153,44 +154,6 @@ def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:
     global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
     out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
   return out
-
-
-def cluster_from_env(env) -> str | None:
-  """The multi-host cluster this process runs in, as jax.distributed can detect it: 'requested' (LM_DISTRIBUTED=auto,
-  set by launch/tpu.py), 'slurm' (SLURM_JOB_ID with more than one task), 'tpu' (a multi-host TPU VM slice or a
-  multi-slice job), or None on a plain single host."""
-  if env.get('LM_DISTRIBUTED') == 'auto':  # set by launch/ scripts: let jax.distributed find the cluster itself
-    return 'requested'
-  if 'SLURM_JOB_ID' in env and int(env.get('SLURM_NTASKS', env.get('SLURM_NPROCS', '1'))) > 1:
-    return 'slurm'
-  if ',' in env.get('TPU_WORKER_HOSTNAMES', '') or 'MEGASCALE_COORDINATOR_ADDRESS' in env:
-    return 'tpu'
-  return None
-
-
-def initialize_distributed(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
-                           env=None) -> str:
-  """Starts jax's multi-controller runtime when asked (arguments, or LM_COORDINATOR_ADDRESS / LM_NUM_PROCESSES /
-  LM_PROCESS_ID) or when a cluster is detected (cluster_from_env); never on a plain single host. Call it before any
-  other jax call. Returns what it did, for the log."""
-  import os
-  env = os.environ if env is None else env
-  address = coordinator_address or env.get('LM_COORDINATOR_ADDRESS', '')
-  count = num_processes or int(env.get('LM_NUM_PROCESSES', '0'))
-  index = process_id if process_id >= 0 else int(env.get('LM_PROCESS_ID', '-1'))
-  if address or count:
-    if not (address and count > 0 and 0 <= index < count):
-      raise ConfigError(f'multi-process: give all of --coordinator_address (got {address!r}), --num_processes '
-                        f'(got {count}) and --process_id in [0, num_processes) (got {index})')
-    jax.distributed.initialize(address, count, index)
-    return f'process {index} of {count} (coordinator {address})'
-  cluster = cluster_from_env(env)
-  if cluster:
-    ids = env.get('LM_LOCAL_DEVICE_IDS')  # launch/slurm.py --per=node: this process drives all its node's GPUs
-    local = [int(i) for i in ids.split(',')] if ids else None
-    jax.distributed.initialize(local_device_ids=local)  # the rest from the cluster's environment (SLURM, TPU)
-    return f'process {jax.process_index()} of {jax.process_count()} ({cluster} cluster detected)'
-  return 'single process'
 
 
 def to_host(x) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""Every config key of `lm`, with its default and one comment each.
+"""Every config key of `lm`, with its default and one comment each (the schema).
 
-Experiment files in this folder start from `base.get_config()` and change what they need; `lm.config.validate` checks
-any config against this one (no unknown keys, no wrong types), so a key exists here or nowhere.
+Experiment files in configs/ start from `base.get_config()` (`from lm.config import base`) and change what they
+need; `lm.config.validation.validate` checks any config against this one (no unknown keys, no wrong types), so a key
+exists here or nowhere. Family presets (`bert`, `llama`) are defined by the families' own modules.
 """
 import itertools
 
 import ml_collections
+
+from lm.models import registry
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
 
   c.model = m = ml_collections.ConfigDict()  # network shape and numerics
-  m.type = 'gpt'  # model family: 'gpt' (causal decoder; Llama-style with llama()) or 'bert' (encoder + MLM/NSP)
+  m.type = registry.DEFAULT  # model family (lm/models/registry.py): gpt (causal decoder; llama() layout) or bert
   m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
   m.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2), 'gelu' (exact, BERT) or 'swiglu' (gated SiLU, Llama)
   m.norm_type = 'layernorm'  # normalisation layers: 'layernorm' (GPT-2, BERT) or 'rmsnorm' (Llama)
@@ -107,7 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.freeze_all_but_head = False  # train only the task head (classification head; linear probing)
   o.freeze_patterns = ''  # comma-separated regexes: parameters whose path (block_0/attn/query/kernel) matches freeze
 
-  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor), product = device count; lm/sharding.py
+  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor), product = device count; parallel/
   ms.data = -1  # data-parallel axis size (-1 = all devices left over)
   ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
   ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)
@@ -125,23 +128,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def bert(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Turns `c` into an original-BERT-style encoder run (MLM + NSP); shapes and schedule stay the caller's."""
-  c.objectives = {'mlm': 1.0, 'nsp': 1.0}
-  c.model.type = 'bert'
-  c.model.norm = 'post'
-  c.model.activation = 'gelu'
-  c.model.type_vocab_size = 2
-  c.model.layer_norm_eps = 1e-12
-  c.model.dropout = 0.1
-  c.optimizer.weight_decay = 0.01
-  return c
+  from lm.models import encoder
+  return encoder.preset(c)
 
 
-# Fine-tuning learning-rate presets (peak LR); `finetune(c, preset)` applies one. 'bert' is the BERT paper's middle
+# Fine-tuning learning-rate presets (peak LR); `finetune(c, preset)` applies one. 'base' is the BERT paper's middle
 # value for base-size models; the few-million-parameter tiny models, briefly pretrained, want 'tiny'.
-FINETUNE_PRESETS = {'gentle': 1e-5, 'bert': 2e-5, 'fast': 1e-4, 'tiny': 1e-3}
+FINETUNE_PRESETS = {'gentle': 1e-5, 'base': 2e-5, 'fast': 1e-4, 'tiny': 1e-3}
 
 
-def finetune(c: ml_collections.ConfigDict, preset: str = 'bert') -> ml_collections.ConfigDict:
+def finetune(c: ml_collections.ConfigDict, preset: str = 'base') -> ml_collections.ConfigDict:
   """Turns `c` into a fine-tuning run: a small peak LR from FINETUNE_PRESETS, 10% warmup, linear decay to 0,
   Adam b2 0.999, weight decay 0.01, frequent evals. 'probe' = linear probing: only the head trains, at 1e-3."""
   if preset == 'probe':
@@ -169,10 +165,8 @@ def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def llama(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Turns `c` into a Llama-style decoder: RMSNorm, RoPE, SwiGLU MLP, no biases, untied output head."""
-  c.model.type = 'gpt'
-  c.model.norm, c.model.norm_type, c.model.activation = 'pre', 'rmsnorm', 'swiglu'
-  c.model.position, c.model.use_bias, c.model.tie_embeddings = 'rope', False, False
-  return c
+  from lm.models import decoder
+  return decoder.llama_preset(c)
 
 
 def sweep_product(axes: dict) -> list[dict]:

@@ -1,5 +1,6 @@
-"""Loading a run for inference (lm.generate, lm.evaluate, lm.fill_mask): config.json, tokenizer.model and the
-parameters of one checkpoint, without the training data pipeline or the optimizer state."""
+"""A run's workdir: the files training writes beside the checkpoints (config.json, the tokenizer), and loading a run
+for inference (lm.generate, lm.evaluate, lm.fill_mask, to_hf): config.json, the tokenizer and the parameters of one
+checkpoint, without the training data pipeline or the optimizer state."""
 import json
 import os
 from typing import NamedTuple
@@ -9,10 +10,12 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lm import checkpoint, models, sharding
-from lm import config as config_lib
-from lm.config import ConfigError
+from lm.config import resume
 from lm.data import tokenizer as tokenizer_lib
+from lm.errors import CheckpointError, UsageError
+from lm.models import registry
+from lm.parallel import sharding
+from lm.store import checkpoint
 
 
 class LoadedRun(NamedTuple):
@@ -33,43 +36,53 @@ def parse_mesh(text: str) -> dict:
   except ValueError:
     sizes = []
   if len(sizes) != len(sharding.MESH_AXES):
-    raise ConfigError(f'--mesh={text!r}: give three sizes data,fsdp,tensor such as 1,1,8 (-1 = the rest)')
+    raise UsageError(f'--mesh={text!r}: give three sizes data,fsdp,tensor such as 1,1,8 (-1 = the rest)')
   return dict(zip(sharding.MESH_AXES, sizes))
 
 
 def _checkpoint_step(workdir: str, folder: str, step: int | None, best: bool) -> int:
-  """The requested (or latest) step present in `folder`; ConfigError otherwise."""
+  """The requested (or latest) step present in `folder`; CheckpointError / UsageError otherwise."""
   steps = ocp.CheckpointManager(folder).all_steps() if os.path.isdir(folder) else []
   if not steps:
-    raise ConfigError(f'--workdir={workdir}: no checkpoint in {folder}; train first'
+    raise CheckpointError(f'--workdir={workdir}: no checkpoint in {folder}; train first'
                       + (' with --config.best_metric set' if best else ''))
   step = max(steps) if step is None else step
   if step not in steps:
-    raise ConfigError(f'--step={step}: no such checkpoint in {folder}; there are {sorted(steps)}')
+    raise UsageError(f'--step={step}: no such checkpoint in {folder}; there are {sorted(steps)}')
   return step
 
 
 def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = '') -> LoadedRun:
   """The run in `workdir` at checkpoint `step` (default: the latest), or its best checkpoint (`best`, see
   config.best_metric). Parameters are placed on `mesh` ('data,fsdp,tensor', see parse_mesh; default: replicated on
-  every device) by the model's logical axis rules. ConfigError (one line) if anything is missing."""
+  every device) by the model's logical axis rules. An LmError (one line) if anything is missing."""
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
-    raise ConfigError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
+    raise UsageError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
   with open(config_path) as f:
-    config = config_lib.from_saved(json.load(f))
+    config = resume.from_saved(json.load(f))
   folder = os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
   step = _checkpoint_step(workdir, folder, step, best)
   tokenizer = tokenizer_lib.load_run_tokenizer(workdir)
   config.mesh.update(parse_mesh(mesh), dcn_data=1)
   device_mesh = sharding.make_mesh(config.mesh)
-  model = models.build(config.model)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])
+  model = registry.build(config.model)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config))['params'])
   target = checkpoint.abstract_with_shardings(nn.unbox(boxed), sharding.logical_shardings(
       boxed, device_mesh, sharding.logical_rules(config.mesh)))
   try:
     params = checkpoint.restore_params(checkpoint.state_item(folder, step), target)
   except (ValueError, FileNotFoundError) as e:
-    raise ConfigError(f'{folder}/{step}: cannot restore its parameters into model {config.model.type} '
+    raise CheckpointError(f'{folder}/{step}: cannot restore its parameters into model {config.model.type} '
                       f'({" ".join(str(e).split())[:300]})') from e
   return LoadedRun(config, tokenizer, model, params, step, device_mesh)
+
+
+def write_run_files(config, workdir: str, tokenizer) -> None:
+  """config.json (the resolved config) and the tokenizer, so the workdir is self-contained (process 0 writes)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  tokenizer.save_in(workdir)

@@ -1,14 +1,14 @@
 """Config validation: every bad value is rejected before any compile, with one line naming the key and the fix."""
-import json
 import os
 import re
 
 import ml_collections
 
-from configs import base
+from lm.config import base, resume
+from lm.errors import ConfigError
+from lm.models import registry
 
-CHOICES = {
-    'model.type': ('gpt', 'bert'),
+CHOICES = {  # model.type: a name in models/registry.py (checked against the registry as it is at validation)
     'model.norm': ('pre', 'post'),
     'model.activation': ('gelu_tanh', 'gelu', 'swiglu'),
     'model.norm_type': ('layernorm', 'rmsnorm'),
@@ -34,11 +34,7 @@ NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'fo
                 'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'optimizer.learning_rate',
                 'optimizer.warmup_steps', 'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'optimizer.eps')
-FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key and the fix."""
+FREE_FORM = resume.FREE_FORM
 
 
 def _get(config, dotted: str):
@@ -53,11 +49,11 @@ def _check_keys_and_types(config, reference, prefix=''):
   for key, value in config.items():
     name = prefix + key
     if key not in reference:
-      raise ConfigError(f'{name}: unknown config key; see configs/base.py for the keys that exist')
+      raise ConfigError(f'{name}: unknown config key; see lm/config/base.py for the keys that exist')
     ref = reference[key]
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
-        raise ConfigError(f'{name}: must be a sub-config like in configs/base.py, got {type(value).__name__}')
+        raise ConfigError(f'{name}: must be a sub-config like in lm/config/base.py, got {type(value).__name__}')
       if name not in FREE_FORM:
         _check_keys_and_types(value, ref, name + '.')
       continue
@@ -68,6 +64,8 @@ def _check_keys_and_types(config, reference, prefix=''):
 
 
 def _check_values(config):
+  if config.model.type not in registry.names():
+    raise ConfigError(f'model.type={config.model.type!r} is not one of {registry.names()} (lm/models/registry.py)')
   for key, allowed in CHOICES.items():
     if _get(config, key) not in allowed:
       raise ConfigError(f'{key}={_get(config, key)!r} is not one of {allowed}')
@@ -101,14 +99,7 @@ def _check_model(config):
     raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
   if config.num_samples and config.sample_max_new_tokens >= m.max_len:
     raise ConfigError(f'sample_max_new_tokens={config.sample_max_new_tokens} must be < model.max_len={m.max_len}')
-  if m.type == 'bert' and config.num_samples:
-    raise ConfigError(f'num_samples={config.num_samples}: an encoder does not generate text; set it to 0 '
-                      '(use python -m lm.fill_mask on the workdir)')
-  if m.type == 'bert' and m.type_vocab_size < 2:
-    raise ConfigError(f'model.type_vocab_size={m.type_vocab_size}: BERT pairs need 2 token types (A and B)')
-  if m.type == 'bert' and not 0 < config.data.max_predictions_per_seq <= config.seq_len:
-    raise ConfigError(f'data.max_predictions_per_seq={config.data.max_predictions_per_seq} must be in '
-                      f'[1, seq_len={config.seq_len}]')
+  registry.get(m.type).impl.check_config(config)
   if config.seq_len > m.max_len:
     raise ConfigError(f'seq_len={config.seq_len} exceeds model.max_len={m.max_len}; lower seq_len or raise max_len')
 
@@ -129,23 +120,25 @@ def _check_data_and_objectives(config):
       raise ConfigError(f'objectives.{name}: unknown objective; choose from {sorted(objectives.OBJECTIVES)}')
     if not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f'objectives.{name}={weight!r} must be a weight >= 0')
-    if config.model.type not in objectives.NEEDS_MODEL[name]:
-      raise ConfigError(f'objectives.{name} needs model.type in {objectives.NEEDS_MODEL[name]}, '
-                        f'not {config.model.type!r}')
+    family = registry.get(config.model.type)
+    if name not in family.objectives:
+      serving = tuple(f.name for f in registry.FAMILIES.values() if name in f.objectives)
+      raise ConfigError(f'objectives.{name} needs model.type in {serving}, not {config.model.type!r}')
 
 
-# data.task -> (the objectives it feeds, the sources it reads, the model types it takes)
+# data.task -> (the objectives it feeds, the sources it reads); the model families that take it: Family.tasks
 TASKS = {
-    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'tfds'), ('gpt', 'bert')),
-    'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds'), ('gpt', 'bert')),
-    'sft': (('clm',), ('embedded', 'jsonl'), ('gpt',)),
+    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'tfds')),
+    'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds')),
+    'sft': (('clm',), ('embedded', 'jsonl')),
 }
 
 
 def _check_task(config):
   """data.task fits the objectives, the source and the model; task-only keys are not set for other tasks."""
   task, d = config.data.task, config.data
-  task_objectives, task_sources, task_models = TASKS[task]
+  task_objectives, task_sources = TASKS[task]
+  task_models = tuple(f.name for f in registry.FAMILIES.values() if task in f.tasks)
   for name in config.objectives:
     if name not in task_objectives:
       raise ConfigError(f'objectives.{name} does not go with data.task={task!r}, which feeds {task_objectives}')
@@ -156,9 +149,6 @@ def _check_task(config):
   if config.model.num_labels == 1 or (config.model.num_labels and task != 'classify'):
     raise ConfigError(f"model.num_labels={config.model.num_labels}: give >= 2 classes for data.task='classify' "
                       '(0 = from the data), and 0 for other tasks')
-  if config.eval_steps == 0 and task == 'pretrain' and config.model.type == 'bert':
-    raise ConfigError('eval_steps=0 (the whole eval split) is not available for BERT pretraining, whose examples '
-                      'are drawn at random; give a number of batches')
   if config.optimizer.freeze_all_but_head and task != 'classify':
     raise ConfigError("optimizer.freeze_all_but_head: only data.task='classify' has a new head to train")
 
@@ -183,34 +173,6 @@ def _check_finetune(config):
     raise ConfigError("early_stopping_patience needs best_metric, e.g. --config.best_metric=eval/accuracy")
 
 
-def _merge(target: ml_collections.ConfigDict, saved: dict) -> None:
-  for key, value in saved.items():
-    if key not in target:
-      continue  # a key an older version wrote
-    if isinstance(target[key], ml_collections.ConfigDict) and key not in FREE_FORM:
-      _merge(target[key], value)
-    else:
-      target[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
-
-
-def from_saved(saved: dict) -> ml_collections.ConfigDict:
-  """A run's config.json as a full config: the base config with the saved values (keys added since get defaults)."""
-  config = base.get_config()
-  _merge(config, saved)
-  return config
-
-
-def init_from_config(init_from: str) -> ml_collections.ConfigDict:
-  """The config of the run `init_from` names; ConfigError if it is not a workdir with checkpoints."""
-  path = os.path.join(init_from, 'config.json')
-  if not os.path.isfile(path):
-    raise ConfigError(f'init_from={init_from!r}: no config.json there; give the workdir of a pretraining run')
-  if not os.path.isdir(os.path.join(init_from, 'checkpoints')):
-    raise ConfigError(f'init_from={init_from!r}: no checkpoints/ folder there; train that run first')
-  with open(path) as f:
-    return from_saved(json.load(f))
-
-
 # Model keys a fine-tune must share with its init_from run although parameter shapes do not show a difference.
 _SAME_AS_PRETRAINED = ('norm', 'norm_type', 'activation', 'position', 'rope_theta', 'layer_norm_eps')
 
@@ -218,7 +180,7 @@ _SAME_AS_PRETRAINED = ('norm', 'norm_type', 'activation', 'position', 'rope_thet
 def _check_init_from(config):
   if not config.init_from:
     return
-  pretrained = init_from_config(config.init_from)
+  pretrained = resume.init_from_config(config.init_from)
   if pretrained.model.type != config.model.type:
     raise ConfigError(f'model.type={config.model.type!r} but init_from={config.init_from!r} is a '
                       f'{pretrained.model.type!r} run; set --config.model.type={pretrained.model.type}')
@@ -230,7 +192,8 @@ def _check_init_from(config):
 
 def _check_parallelism(config, num_devices: int, process_count: int):
   import jax
-  from lm import sharding
+
+  from lm.parallel import sharding
   shape = sharding.mesh_shape(config.mesh, num_devices)
   dp = shape[0] * shape[1]
   accum = config.grad_accum_steps
@@ -253,7 +216,8 @@ def _check_parallelism(config, num_devices: int, process_count: int):
 def _check_shardable(config, axis_sizes: dict):
   """Every parameter dimension and the sequence split evenly under config.mesh.rules (traced, not compiled)."""
   import jax
-  from lm import models, sharding
+
+  from lm.parallel import sharding
   rules = sharding.logical_rules(config.mesh)
   length_axes = dict(rules)['length']
   length_axes = (length_axes,) if isinstance(length_axes, str) else (length_axes or ())
@@ -262,39 +226,9 @@ def _check_shardable(config, axis_sizes: dict):
     shards *= axis_sizes[axis]
   if config.seq_len % shards:
     raise ConfigError(f'seq_len={config.seq_len} is not divisible by the {shards} shards of mesh.rules.length')
-  model = models.build(config.model)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config)))['params']
+  model = registry.build(config.model)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config)))['params']
   sharding.check_divisible(boxed, axis_sizes, rules)
-
-
-# Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.
-RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data.source', 'data.path',
-                'data.text_key', 'data.tfds_name', 'data.train_split',
-                'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
-                'data.tokenizer_type', 'data.tokenizer_sentences', 'seq_len', 'batch_size', 'seed', 'optimizer.name')
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = value
-  return out
-
-
-def check_resume_compatible(config, saved: dict) -> None:
-  """Raises ConfigError naming the first key under RESUME_FIXED whose value differs from the saved config.json."""
-  old, new = _flatten(saved), _flatten(json.loads(json.dumps(config.to_dict())))  # as config.json stores it
-  for key in sorted(new):
-    fixed = any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
-    if fixed and old.get(key) != new[key]:
-      raise ConfigError(f'{key}={new[key]!r} differs from {old.get(key)!r} in the run being resumed; set it back '
-                        'or use a new --workdir')
-  if (old.get('optimizer.grad_clip_norm', 0) > 0) != (config.optimizer.grad_clip_norm > 0):
-    raise ConfigError('optimizer.grad_clip_norm: switching clipping on/off changes the optimizer state of the run '
-                      'being resumed; keep it as it was or use a new --workdir')
 
 
 def validate(config, num_devices: int | None = None, process_count: int | None = None):

@@ -1,22 +1,17 @@
-"""Orbax checkpoints of the train state and the grain data-iterator position, in `<workdir>/checkpoints`, and
-`load_pretrained`: the parameters of another run for init_from."""
+"""Orbax checkpoints of the train state and the grain data-iterator position, in `<workdir>/checkpoints`; restoring
+the parameters alone (for inference and init_from, see pretrained.py)."""
 import contextlib
 import logging
 import os
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from lm import config as config_lib, models, optim
-from lm.config import ConfigError
+from lm.errors import CheckpointError, SaveError
+from lm.models import layers
 
-BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see monitors.BestCheckpoint
-
-
-class SaveError(RuntimeError):
-  """A checkpoint could not be written (read-only or full disk, ...): the run stops rather than go on unsaved."""
+BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see training/hooks.BestCheckpoint
 
 
 def _save_error(directory: str, what: str, error: Exception) -> SaveError:
@@ -93,7 +88,7 @@ def abstract_with_shardings(tree, shardings):
 
 
 @contextlib.contextmanager
-def _quiet_orbax():
+def quiet_orbax():
   """Hides orbax's warnings about items it is not asked to read (the data iterator, step metadata)."""
   logger = logging.getLogger('absl')
   level = logger.level
@@ -105,62 +100,8 @@ def _quiet_orbax():
 
 
 def flatten(tree) -> dict:
-  """{"block_0/attn/query/kernel": leaf} of a parameter tree (the one path naming, optim.path_name)."""
-  return {optim.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflat(flat: dict) -> dict:
-  tree = {}
-  for name, leaf in flat.items():
-    *parents, last = name.split('/')
-    node = tree
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = leaf
-  return tree
-
-
-def _mismatch_hint(init_from: str, config) -> str:
-  """'; model.d_ff=512 here but 1024 there' for the model keys that differ from the pretrained run's config."""
-  theirs = config_lib.init_from_config(init_from).model
-  differ = [f'model.{k}={config.model[k]!r} here but {theirs[k]!r} there' for k in sorted(config.model.keys())
-            if k in theirs and k != 'num_labels' and config.model[k] != theirs[k]]
-  return '; ' + ', '.join(differ) if differ else ''
-
-
-def load_pretrained(init_from: str, params, config) -> dict:
-  """{path: array} of every leaf of `params` (arrays or ShapeDtypeStructs with shardings) whose path and shape the
-  latest checkpoint of run `init_from` also has, restored onto that leaf's sharding; `merge_params` puts them in.
-  Prints loaded / newly initialised / dropped.
-
-  Only task heads (models.TASK_HEADS) may be new. A path present in both with different shapes, or a non-head
-  parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
-  """
-  directory = os.path.join(os.path.abspath(init_from), 'checkpoints')
-  step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
-  if step is None:
-    raise ConfigError(f'init_from={init_from!r}: no checkpoint in {directory}; train that run first')
-  path = os.path.join(directory, str(step), 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  with _quiet_orbax():
-    saved = flatten(checkpointer.metadata(path).item_metadata.tree['params'])
-  ours = flatten(params)
-  for name in sorted(set(saved) & set(ours)):
-    if tuple(saved[name].shape) != tuple(ours[name].shape):
-      raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
-                        f'{tuple(ours[name].shape)} in this model{_mismatch_hint(init_from, config)}')
-  loaded = sorted(set(saved) & set(ours))
-  missing = [name for name in sorted(set(ours) - set(saved)) if name.split('/')[0] not in models.TASK_HEADS]
-  if missing:
-    unused = sorted(set(saved) - set(ours))
-    raise ConfigError(f'init_from: {init_from} has no parameter {missing[0]} ({len(missing)} of this model\'s '
-                      f'pretrained parameters are missing; unused there: {", ".join(unused[:4]) or "none"}): a run of '
-                      f'another layout or version{_mismatch_hint(init_from, config)}; convert it or pretrain again')
-  target = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype, sharding=ours[name].sharding)
-            for name in loaded}
-  restored = restore_params(path, _unflat(target))
-  _print_init_table(init_from, step, saved, ours, loaded)
-  return flatten(restored)
+  """{"block_0/attn/query/kernel": leaf} of a parameter tree (the one path naming, layers.path_name)."""
+  return {layers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def state_item(directory: str, step: int) -> str:
@@ -170,14 +111,14 @@ def state_item(directory: str, step: int) -> str:
     path = os.path.join(directory, str(step), item)
     if os.path.isdir(path):
       return path
-  raise ConfigError(f'{os.path.join(directory, str(step))}: holds no train state; not an lm checkpoint')
+  raise CheckpointError(f'{os.path.join(directory, str(step))}: holds no train state; not an lm checkpoint')
 
 
 def restore_params(path: str, target):
   """The `params` (or the subset of them that `target` names) of the train state saved at `path`, restored onto
   target's ShapeDtypeStructs (shape, dtype, sharding). The optimizer state is not read."""
   target = {'params': target}
-  with _quiet_orbax():
+  with quiet_orbax():
     restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
   return restored['params']
@@ -187,20 +128,3 @@ def merge_params(params, loaded: dict):
   """`params` with the leaves named in `loaded` ({'block_0/attn/query/kernel': array}) replaced."""
   flat = flatten(params)
   return jax.tree.unflatten(jax.tree.structure(params), [loaded.get(name, leaf) for name, leaf in flat.items()])
-
-
-def _print_init_table(init_from: str, step: int, saved: dict, ours: dict, loaded: list) -> None:
-  """The loaded / newly initialised / dropped table of init_from."""
-  if jax.process_index() != 0:
-    return
-  rows = (('loaded', loaded, ours), ('newly initialised', sorted(set(ours) - set(saved)), ours),
-          ('dropped (unused)', sorted(set(saved) - set(ours)), saved))
-  print(f'init_from {init_from} (step {step}):', flush=True)
-  print(f'  {"":18} {"tensors":>8} {"parameters":>12}  names', flush=True)
-  for label, names, shapes in rows:
-    count = sum(int(np.prod(shapes[n].shape)) for n in names)
-    if label == 'loaded':
-      listed = ', '.join(sorted({n.split('/')[0] for n in names}))
-    else:
-      listed = ', '.join(names[:8]) + (f', ... ({len(names) - 8} more)' if len(names) > 8 else '')
-    print(f'  {label:18} {len(names):8d} {count:12,d}  {listed}', flush=True)

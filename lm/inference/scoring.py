@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import models, sharding
-from lm.config import ConfigError
+from lm.errors import UsageError
+from lm.models import registry
+from lm.parallel import sharding
 
 _ROUNDING = 16  # rows are padded to a multiple of this length: few distinct shapes, few compiles
 
@@ -36,7 +37,8 @@ class Rows(NamedTuple):
 
 def tokenize(run, text: str) -> 'np.ndarray':
   """The text's token ids: the tokenizer's default encoding, wrapped in [CLS] ... [SEP] for an encoder."""
-  return np.asarray(run.tokenizer.encode_default(text, encoder=not models.CAUSAL[run.config.model.type]), np.int32)
+  encoder = not registry.get(run.config.model.type).causal
+  return np.asarray(run.tokenizer.encode_default(text, encoder=encoder), np.int32)
 
 
 def causal_rows(ids, max_len: int, stride: int) -> Rows:
@@ -107,16 +109,16 @@ def _pad(rows: Rows, indices: list, size: int, length: int, pad_id: int) -> dict
 def _rows(run, ids, stride: int | None, with_logits: bool) -> tuple[Rows, str, str, int]:
   """(rows, name of the logits output, objective name, number of windows) for the run's model type."""
   max_len = run.model.cfg.max_len
-  if models.CAUSAL[run.config.model.type]:
+  if registry.get(run.config.model.type).causal:
     stride = max_len - 1 if stride is None else stride
     if not 1 <= stride <= max_len - 1:
-      raise ConfigError(f'--stride={stride}: must be in [1, {max_len - 1}] (model.max_len - 1)')
+      raise UsageError(f'--stride={stride}: must be in [1, {max_len - 1}] (model.max_len - 1)')
     if len(ids) < 2:
-      raise ConfigError(f'the text has {len(ids)} token(s); a decoder needs at least 2 to predict one')
+      raise UsageError(f'the text has {len(ids)} token(s); a decoder needs at least 2 to predict one')
     rows = causal_rows(ids, max_len, stride)
     return rows, 'logits', 'clm', len(rows.tokens)
   if len(ids) < 3:
-    raise ConfigError('the text is empty: nothing to mask and score')
+    raise UsageError('the text is empty: nothing to mask and score')
   passes = max(1, round(1 / run.config.data.mask_prob))
   rows = masked_rows(ids, max_len, run.tokenizer.mask_id, passes)
   if not with_logits:  # the unmasked copies serve only the dump
@@ -136,7 +138,7 @@ def score(run, ids, *, stride: int | None = None, batch_size: int = 8, with_logi
   for start in range(0, len(rows.tokens), size):
     arrays = _pad(rows, list(range(start, min(start + size, len(rows.tokens)))), size, length, run.tokenizer.pad_id)
     batch = {'inputs': arrays['tokens'], 'segment_ids': arrays['segment_ids']}
-    if not models.CAUSAL[run.config.model.type]:
+    if not registry.get(run.config.model.type).causal:
       batch['token_types'] = np.zeros_like(arrays['tokens'])
     nll, weight, logits = _score(run.params, batch, arrays['targets'], arrays['weights'], model=run.model,
                                  logits_key=logits_key, with_logits=with_logits,

@@ -6,8 +6,13 @@ import time
 import jax
 import numpy as np
 
-from lm import metrics, models, optim, sharding, train
 from lm.data import pipeline
+from lm.models import registry
+from lm.parallel import sharding
+from lm.perf import flops
+from lm.training import optim
+from lm.training import state as state_lib
+from lm.training import step as step_lib
 
 
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
@@ -40,17 +45,17 @@ def data_pipeline(iterator, config, batches: int) -> dict:
 
 
 class TrainStep:
-  """The training code path of lm/train.py (mesh, sharded init, the jitted step with donation) on one fixed batch."""
+  """The training code path of lm/training (mesh, sharded init, the jitted step with donation) on one fixed batch."""
 
   def __init__(self, config, local_batch: dict):
     self.config = config
     self.mesh = sharding.make_mesh(config.mesh)
-    model = models.build(config.model)
-    _, shardings, init_fn = train.abstract_state(config, model, optim.build(config), self.mesh)
+    model = registry.build(config.model)
+    _, shardings, init_fn = state_lib.abstract_state(config, model, optim.build(config), self.mesh)
     with jax.set_mesh(self.mesh):
       self.state = init_fn(jax.random.PRNGKey(config.seed))
       self.batch = sharding.global_batch(local_batch, self.mesh)
-      p_train, _ = train.jit_steps(config, model, shardings, self.mesh)
+      p_train, _ = step_lib.jit_steps(config, model, shardings, self.mesh)
       start = time.perf_counter()
       self.compiled = p_train.lower(self.state, self.batch).compile()
       self.compile_seconds = time.perf_counter() - start
@@ -64,8 +69,8 @@ class TrainStep:
       self.loss = float(out['train/loss'])  # a host read: the step is finished, and a NaN would show
 
   def flops_per_step(self) -> float:
-    """Model FLOPs of one step (metrics.flops_per_token, 6N + 12LdT per token)."""
-    return metrics.flops_per_token(self.config, self.num_params) * self.config.batch_size * self.config.seq_len
+    """Model FLOPs of one step (flops.flops_per_token, 6N + 12LdT per token)."""
+    return flops.flops_per_token(self.config, self.num_params) * self.config.batch_size * self.config.seq_len
 
 
 def step_summary(times: list[float], tokens_per_step: int, prefix: str = '') -> dict:
@@ -78,12 +83,12 @@ def step_summary(times: list[float], tokens_per_step: int, prefix: str = '') -> 
 def peak(config) -> dict:
   """The measured matmul peak of this machine in the training dtype (all devices), and the datasheet peak."""
   device = jax.devices()[0]
-  best = metrics.best_matmul_flops(config.model.dtype, sizes=(1024, 2048, 4096) if device.platform != 'cpu'
+  best = flops.best_matmul_flops(config.model.dtype, sizes=(1024, 2048, 4096) if device.platform != 'cpu'
                                    else (1024, 2048))
   # CPU "devices" share the host's cores: the machine's rate is one device's; accelerators add up
   count = 1 if device.platform == 'cpu' else jax.device_count()
   return {'peak_tflops': best['flops'] * count / 1e12, 'peak_matmul_n': best['n'],
-          'datasheet_peak_tflops': metrics.datasheet_peak_flops(device) * jax.device_count() / 1e12}
+          'datasheet_peak_tflops': flops.datasheet_peak_flops(device) * jax.device_count() / 1e12}
 
 
 def utilisation(flops_per_step: float, step_seconds: float, peaks: dict) -> dict:
@@ -97,14 +102,14 @@ def utilisation(flops_per_step: float, step_seconds: float, peaks: dict) -> dict
 
 def decode(config, new_tokens: int, batch: int, prompt_len: int, repeats: int) -> dict:
   """Decode tokens/s with and without the KV cache (freshly initialised parameters), and the ratio."""
-  from lm import sampling
+  from lm.inference import sampling
   if prompt_len + new_tokens > config.model.max_len:  # fresh parameters: a longer position table costs nothing
     print(f'model.max_len raised from {config.model.max_len} to {prompt_len + new_tokens} to fit the prompt and '
           'the new tokens', flush=True)
     config = config.copy_and_resolve_references()
     config.model.max_len = prompt_len + new_tokens
-  model = models.build(config.model)
-  params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), models.example_batch(config))['params'])()
+  model = registry.build(config.model)
+  params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config))['params'])()
   params = jax.tree.map(lambda x: x.unbox() if hasattr(x, 'unbox') else x, params,
                         is_leaf=lambda x: hasattr(x, 'unbox'))
   prompts = np.random.default_rng(0).integers(7, config.model.vocab_size, (batch, prompt_len)).tolist()
@@ -116,4 +121,53 @@ def decode(config, new_tokens: int, batch: int, prompt_len: int, repeats: int) -
     out[key] = batch * new_tokens / statistics.median(times)
     out[key.replace('tokens_per_sec', 'first_call_seconds')] = first
   out['decode_speedup'] = out['decode_tokens_per_sec'] / out['decode_tokens_per_sec_no_cache']
+  return out
+
+
+def train(config, local_batch: dict, steps: int, warmup: int, vs_torch: bool) -> dict:
+  """Train-step throughput, compile seconds, MFU; with vs_torch the torch step's, measured interleaved."""
+  step = TrainStep(config, local_batch)
+  runners = {'': step}
+  if vs_torch:
+    from lm.perf import torch_gpt2
+    runners['torch_'] = torch_gpt2.TorchGPT2Step(config, local_batch)
+  times = {prefix: [] for prefix in runners}
+  for run in runners.values():
+    timed(run, warmup)
+  for _ in range(steps):  # alternate, so both see the same machine
+    for prefix, run in runners.items():
+      times[prefix].extend(timed(run, 1)[1])
+  tokens = config.batch_size * config.seq_len
+  peaks = peak(config)
+  out = {'params': step.num_params, 'batch_tokens': tokens, 'flops_per_step': step.flops_per_step(),
+         'compile_seconds': step.compile_seconds, 'loss_after': step.loss, **peaks}
+  for prefix in runners:
+    summary = step_summary(times[prefix], tokens, prefix)
+    out.update(summary)
+    out.update({prefix + k: v for k, v in utilisation(out['flops_per_step'], summary[f'{prefix}step_seconds'],
+                                                      peaks).items()})
+  if vs_torch:
+    torch_step = runners['torch_']
+    out.update(torch_step.versions, torch_num_threads=torch_step.num_threads, torch_loss_after=torch_step.loss,
+               speedup_vs_torch=out['tokens_per_sec'] / out['torch_tokens_per_sec'])
+  return out
+
+
+def measure_all(config, modes: list[str], *, steps: int = 10, warmup: int = 2, data_batches: int = 50,
+                vs_torch: bool = False, decode_tokens: int = 128, decode_batch: int = 1, prompt_len: int = 16,
+                repeats: int = 3) -> dict:
+  """Runs the requested measurements ('train', 'data', 'decode') in order data (which also yields the train batch),
+  train, decode; returns one flat dict."""
+  out = {}
+  if 'train' in modes or 'data' in modes:
+    batches = real_batches(config)
+    first = next(batches)  # starts the read threads
+    if 'data' in modes:
+      out.update(data_pipeline(batches, config, data_batches))
+    if 'train' in modes:
+      out.update(train(config, first, steps, warmup, vs_torch))
+    if 'data' in modes and 'train' in modes:
+      out['data_vs_step'] = out['data_tokens_per_sec'] / out['tokens_per_sec']
+  if 'decode' in modes and registry.get(config.model.type).causal:
+    out.update(decode(config, decode_tokens, decode_batch, prompt_len, repeats))
   return out

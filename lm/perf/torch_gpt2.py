@@ -1,14 +1,19 @@
 """The PyTorch reference for `lm.bench --vs_torch`: a Hugging Face transformers GPT2LMHeadModel training step of the
 config's shape, in eager mode, on the same batch and machine (torch and transformers come with requirements-test)."""
-from lm.config import ConfigError
+from lm.errors import ConfigError
+from lm.models import registry
 
-# What GPT2LMHeadModel can mirror: lm's GPT-2 layout (learned positions, pre-LN LayerNorm, tanh-GELU MLP, biases).
-_GPT2_LAYOUT = {'type': 'gpt', 'position': 'learned', 'norm': 'pre', 'norm_type': 'layernorm',
+# What GPT2LMHeadModel can mirror: a decoder in lm's GPT-2 layout (learned positions, pre-LN LayerNorm, tanh-GELU
+# MLP, biases).
+_GPT2_LAYOUT = {'position': 'learned', 'norm': 'pre', 'norm_type': 'layernorm',
                 'activation': 'gelu_tanh', 'use_bias': True, 'num_kv_heads': 0}
 
 
 def check_comparable(config) -> None:
   """ConfigError naming the first model key that GPT2LMHeadModel cannot mirror, or torch/transformers missing."""
+  if not registry.get(config.model.type).causal:
+    raise ConfigError(f'--vs_torch runs a GPT2LMHeadModel of the same shape: model.type={config.model.type!r} is '
+                      'not a decoder')
   for key, value in _GPT2_LAYOUT.items():
     if config.model[key] != value:
       raise ConfigError(f'--vs_torch runs a GPT2LMHeadModel of the same shape: it needs model.{key}={value!r}, '
