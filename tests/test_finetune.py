@@ -352,3 +352,22 @@ def test_f1_scores_from_a_confusion_matrix():
   three = objectives.f1_scores({'confusion': np.array([[3, 0, 0], [0, 0, 0], [1, 0, 0]])})
   assert 'f1' not in three and three['accuracy'] == 0.75
   np.testing.assert_allclose(three['macro_f1'], (6 / 7 + 0.0) / 2)  # class 1 never occurs: left out of the mean
+
+
+def test_sft_demo_split_does_not_depend_on_where_lm_is_installed(tmp_path):
+  """The demo records' ids are relative to the package, so a clone in another folder holds out the same records."""
+  import shutil
+
+  from lm.config import base
+  from lm.data import sources
+  ids = [rid for rid, _ in sources.read_jsonl([instructions.DEMO_FILE], {}, os.path.dirname(instructions.DEMO_FILE))]
+  assert ids[0] == 'sft_demo.jsonl:1' and len(ids) == 120
+  copy = tmp_path / 'elsewhere' / 'sft_demo.jsonl'
+  copy.parent.mkdir()
+  shutil.copy(instructions.DEMO_FILE, copy)
+  assert [rid for rid, _ in sources.read_jsonl([str(copy)], {}, str(copy.parent))] == ids
+  data = base.get_config().data
+  data.task, data.eval_fraction = 'sft', 0.15
+  held_out = instructions.get_records(data, 'eval')
+  assert len(held_out) + len(instructions.get_records(data, 'train')) == 120
+  assert len(held_out) == sum(sources.is_eval_document(i, 0.15) for i in ids)

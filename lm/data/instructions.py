@@ -52,7 +52,8 @@ def get_records(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
     path, key = data_cfg.eval_path, 'data.eval_path'
   paths = sources.expand_paths(path, 'jsonl', key)
   pairs = []
-  for record_id, record in sources.read_jsonl(paths, {}):
+  demo_root = os.path.dirname(DEMO_FILE) if data_cfg.source == 'embedded' else None
+  for record_id, record in sources.read_jsonl(paths, {}, id_root=demo_root):
     if not isinstance(record, dict) or not all(isinstance(record.get(f, ''), str) for f in FIELDS) or any(
         f not in record for f in ('instruction', 'output')):
       raise DataError(f'{key}: {record_id} is not an Alpaca record (string fields instruction, input (optional), '

@@ -134,13 +134,15 @@ def _text(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
   return _Raw(len(paths), paths.__getitem__, read, files_fingerprint('text', paths), held_out=True)
 
 
-def read_jsonl(paths: list[str], required: dict[str, str]):
-  """Yields (id 'path:line', record dict) for each non-blank line of each file.
+def read_jsonl(paths: list[str], required: dict[str, str], id_root: str | None = None):
+  """Yields (id 'path:line', record dict) for each non-blank line of each file; with `id_root` the ids use paths
+  relative to it (files that ship with lm: the same ids, and so the same eval split, wherever lm is installed).
 
   `required` maps a config key to the field it names ({'data.text_key': 'text'}): a record without it, or a line
   that is not JSON, is a DataError naming the file, line and key.
   """
   for path in paths:
+    name = os.path.relpath(path, id_root) if id_root else path
     with open(path, encoding='utf-8', errors='replace') as f:
       for line_no, line in enumerate(f, 1):
         if not line.strip():
@@ -154,7 +156,7 @@ def read_jsonl(paths: list[str], required: dict[str, str]):
             fields = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise DataError(f'{key}: {path}:{line_no} has no field {field!r} (has {fields}); set --config.{key} '
                             'to the field that holds it, or fix the file')
-        yield f'{path}:{line_no}', record
+        yield f'{name}:{line_no}', record
 
 
 def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
