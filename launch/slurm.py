@@ -7,8 +7,8 @@
 
 --per=gpu (default) starts one process per GPU (nodes x gpus_per_node processes; every task sees the node's GPUs and
 jax takes GPU SLURM_LOCALID); --per=node one per node, driving all its GPUs (LM_LOCAL_DEVICE_IDS). Every process calls
-jax.distributed.initialize() from SLURM's environment (lm/sharding.py detects SLURM_JOB_ID with more than one task);
-the workdir must be on a filesystem all nodes share.
+jax.distributed.initialize() from SLURM's environment (lm/parallel/distributed.py detects SLURM_JOB_ID with more than
+one task); the workdir must be on a filesystem all nodes share.
 """
 import os
 import shlex

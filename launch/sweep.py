@@ -5,7 +5,7 @@
   python -m launch.sweep report --root=workdirs/gpt_tiny_sweep     # or --workdirs=DIR1,DIR2
 
 A config defines its sweep with `get_sweep(arg)`, a list of override dicts ({'optimizer.learning_rate': 1e-3, ...});
-`configs.base.sweep_product` and `sweep_zip` build them big_vision style. Points run one after another, locally
+`lm.config.base.sweep_product` and `sweep_zip` build them big_vision style. Points run one after another, locally
 (`python -m lm.main ...`) or on a TPU slice through launch.tpu run; a point whose workdir already finished is resumed,
 i.e. skipped. Flags after `--` go to every point (e.g. `-- --config.num_train_steps=100`). --dry_run prints one
 command per point. `report` writes report.md and report.csv (final metrics of

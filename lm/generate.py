@@ -36,8 +36,7 @@ def main(argv):
   import jax
 
   from lm.errors import LmError
-  from lm.inference import generation
-  from lm.inference import sampling as sampling_lib
+  from lm.inference import generation, sampling as sampling_lib
   try:
     prompts = generation.read_prompts(_PROMPT.value, _PROMPT_FILE.value)
     sampling = sampling_lib.Sampling(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value).check()

@@ -29,14 +29,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
-  import jax  # after flag parsing, so --help and flag errors are instant
+  config, config_path = cli.loaded_config(_CONFIG)
+  import jax  # after flag parsing and the config file, so --help and their errors are instant
 
-  from lm.config import validation
   from lm.errors import LmError
   from lm.parallel import distributed
-  from lm.training import loop
-
-  config, config_path = cli.loaded_config(_CONFIG)
   try:
     where = distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except LmError as e:
@@ -46,6 +43,8 @@ def main(argv):
   workdir = os.path.expanduser(_WORKDIR.value or default_workdir(config_path))
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)
+  from lm.config import validation
+  from lm.training import loop
   try:
     validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     loop.run(config, workdir)

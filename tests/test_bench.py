@@ -35,6 +35,7 @@ def test_flops_per_token_matches_hand_count(tied):
   assert flops.flops_per_token(c, total) == 6 * matmul_params + 12 * L * d * T
 
 
+@pytest.mark.slow
 def test_bench_reports_train_data_decode_and_torch(lm_cli):
   result = lm_cli('--config=configs/gpt_tiny.py:test', '--steps=2', '--warmup_steps=1', '--data_batches=5',
                   '--decode_tokens=4', '--repeats=1', '--vs_torch', module='lm.bench', timeout=600)
@@ -63,6 +64,7 @@ def _tiny():
   return gpt_tiny.get_config('test')
 
 
+@pytest.mark.slow
 def test_bench_bert_skips_decode(lm_cli):
   result = lm_cli('--config=configs/bert_tiny.py:test', '--steps=1', '--warmup_steps=1', '--data_batches=3',
                   module='lm.bench', timeout=600)
@@ -71,6 +73,7 @@ def test_bench_bert_skips_decode(lm_cli):
   assert 'mfu' in report and 'decode_tokens_per_sec' not in report
 
 
+@pytest.mark.slow
 def test_bench_decode_reports_both_paths(lm_cli):
   result = lm_cli('--config=configs/gpt_tiny.py:test', '--mode=decode', '--decode_tokens=32', '--repeats=1',
                   module='lm.bench', timeout=300)
@@ -81,6 +84,7 @@ def test_bench_decode_reports_both_paths(lm_cli):
   assert report['decode_tokens'] == 32 and report['decode_tokens_per_sec'] > 0 and 'tokens_per_sec' not in report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config_arg, message', [
     ('configs/llama_tiny.py:test', 'GPT2LMHeadModel'),
     ('configs/bert_tiny.py:test', "model.type='bert' is not a decoder"),
@@ -93,6 +97,7 @@ def test_bench_vs_torch_refuses_other_layouts(lm_cli, config_arg, message):
   assert last.startswith('error: --vs_torch') and message in last, last
 
 
+@pytest.mark.slow
 def test_torch_reference_step_learns_the_same_batch():
   pytest.importorskip('torch')
   from lm.perf import torch_gpt2
@@ -110,9 +115,15 @@ def test_torch_reference_step_learns_the_same_batch():
   assert losses[-1] < losses[0]  # AdamW steps on one batch lower its loss
 
 
-@pytest.mark.parametrize('length, heads, kv_heads, with_mask, causal', [
-    (16, 4, 4, False, True), (16, 4, 4, True, True), (16, 4, 2, True, True), (16, 4, 1, False, False),
-    (16, 4, 4, True, False), (200, 4, 2, True, True), (200, 2, 2, False, True)])  # 200: query blocks of 64
+SLOW = pytest.mark.slow
+ATTENTION_CASES = [  # (length, heads, kv_heads, with_mask, causal); 200: query blocks of 64
+    pytest.param(16, 4, 4, False, True, marks=SLOW), pytest.param(16, 4, 4, True, True, marks=SLOW),
+    (16, 4, 2, True, True),
+    (16, 4, 1, False, False), pytest.param(16, 4, 4, True, False, marks=SLOW),
+    pytest.param(200, 4, 2, True, True, marks=SLOW), pytest.param(200, 2, 2, False, True, marks=SLOW)]
+
+
+@pytest.mark.parametrize('length, heads, kv_heads, with_mask, causal', ATTENTION_CASES)
 def test_einsum_attention_equals_dot_product_attention(length, heads, kv_heads, with_mask, causal):
   keys = jax.random.split(jax.random.PRNGKey(0), 4)
   q = jax.random.normal(keys[0], (2, length, heads, 8))
@@ -130,3 +141,13 @@ def test_einsum_attention_equals_dot_product_attention(length, heads, kv_heads, 
   for g_ours, g_ref in zip(jax.grad(lambda *a: loss(ours, *a), argnums=(0, 1, 2))(q, k, v),
                            jax.grad(lambda *a: loss(reference, *a), argnums=(0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(g_ours, g_ref, atol=1e-5)
+
+
+def test_measure_all_in_process(tiny_config, tiny_data):
+  """lm.bench's library without the command: train and data figures of the real step and pipeline, one process."""
+  from lm.perf import measure
+  config = tiny_config.copy_and_resolve_references()
+  report = measure.measure_all(config, ['train', 'data'], steps=1, warmup=1, data_batches=2)
+  assert report['batch_tokens'] == config.batch_size * config.seq_len and math.isfinite(report['loss_after'])
+  assert report['tokens_per_sec'] > 0 and report['data_tokens_per_sec'] > 0 and 'decode_tokens_per_sec' not in report
+  assert report['data_vs_step'] == pytest.approx(report['data_tokens_per_sec'] / report['tokens_per_sec'])

@@ -13,6 +13,7 @@ from runs import read_metrics
 BERT = '--config=configs/bert_tiny.py:test'
 
 
+@pytest.mark.slow
 def test_mlm_and_nsp_train_and_report_their_metrics(bert_run):
   workdir, stdout = bert_run
   records = read_metrics(workdir)
@@ -27,6 +28,7 @@ def test_mlm_and_nsp_train_and_report_their_metrics(bert_run):
   assert 'eval/mlm_accuracy' in stdout
 
 
+@pytest.mark.slow
 def test_bert_resume_recomputes_lost_steps_exactly(bert_run, lm_cli, tmp_path):
   workdir = str(tmp_path / 'wd')
   shutil.copytree(bert_run[0], workdir)
@@ -41,6 +43,7 @@ def test_bert_resume_recomputes_lost_steps_exactly(bert_run, lm_cli, tmp_path):
     np.testing.assert_allclose(record['train/loss'], original[record['step']]['train/loss'], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fill_mask_prints_top_k_for_each_mask(bert_run, lm_cli):
   result = lm_cli(f'--workdir={bert_run[0]}', '--text=import [MASK] as [MASK]', '--top_k=3', module='lm.fill_mask',
                   timeout=120)
@@ -49,6 +52,7 @@ def test_fill_mask_prints_top_k_for_each_mask(bert_run, lm_cli):
   assert len(lines) == 2 and all(l.count("'") >= 6 for l in lines), result.stdout
 
 
+@pytest.mark.slow
 def test_fill_mask_rejects_a_decoder_workdir_and_text_without_mask(bert_run, lm_cli, tmp_path):
   result = lm_cli(f'--workdir={bert_run[0]}', '--text=no mask here', module='lm.fill_mask', timeout=120)
   assert result.returncode == 2 and 'error: --text' in result.stderr
@@ -56,6 +60,7 @@ def test_fill_mask_rejects_a_decoder_workdir_and_text_without_mask(bert_run, lm_
   assert result.returncode == 2 and 'no config.json' in result.stderr
 
 
+@pytest.mark.slow
 def test_simcse_contrastive_loss_decreases(lm_cli, tmp_path):
   workdir = str(tmp_path / 'wd')
   result = lm_cli('--config=configs/bert_tiny.py:simcse,test', f'--workdir={workdir}', '--config.num_train_steps=30',
@@ -65,7 +70,7 @@ def test_simcse_contrastive_loss_decreases(lm_cli, tmp_path):
   assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize('dropout', [0.0, 0.1])
+@pytest.mark.parametrize('dropout', [pytest.param(0.0, marks=pytest.mark.slow), 0.1])
 def test_contrastive_views_differ_only_by_dropout(dropout):
   """step.forward makes the second view from the same params and batch; only the dropout key differs."""
   import flax.linen as nn
@@ -88,6 +93,7 @@ def test_contrastive_views_differ_only_by_dropout(dropout):
   assert sums['loss'].shape == () and 0 <= float(sums['accuracy']) <= 4
 
 
+@pytest.mark.slow
 def test_bert_tiny_cuts_mlm_loss_by_20_percent_in_60_steps(bert_tiny_run):
   """The real bert_tiny config (vocab 8192, 32x128 tokens per step), shortened to 60 steps."""
   mlm = [r['train/mlm_loss'] for r in read_metrics(bert_tiny_run[0]) if 'train/mlm_loss' in r]

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from lm.config import base
-from lm.data import bert, packing, pipeline
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import bert, packing, pipeline, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 CLS, SEP, MASK, UNK = tokenizer_lib.CLS_ID, tokenizer_lib.SEP_ID, tokenizer_lib.MASK_ID, tokenizer_lib.UNK_ID

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from lm.config import base
-from lm.config import validation as config_lib
+from lm.config import base, validation as config_lib
 
 from runs import REPO
 
@@ -168,6 +167,7 @@ def test_text_source_needs_a_path():
   assert 'data.path' in _bad(mutate)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('override,needle', [
     ('--config.bach_size=3', 'bach_size'),
     ('--config.batch_size=abc', 'batch_size'),

@@ -105,6 +105,7 @@ def workdirs(hf_dirs, tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['gpt2', 'bert', 'llama'])
 def test_imported_logits_equal_transformers(name, hf_dirs, workdirs, tmp_path):
   text_file, dump = tmp_path / 'text.txt', tmp_path / 'logits.npy'
@@ -124,6 +125,7 @@ def test_imported_logits_equal_transformers(name, hf_dirs, workdirs, tmp_path):
     assert (ids[0], ids[-1]) == (2, 3)  # [CLS] ... [SEP]
 
 
+@pytest.mark.slow
 def test_export_round_trip_loads_in_transformers(hf_dirs, workdirs, tmp_path):
   for name in ('gpt2', 'bert', 'llama'):
     out = str(tmp_path / name)
@@ -134,6 +136,7 @@ def test_export_round_trip_loads_in_transformers(hf_dirs, workdirs, tmp_path):
     np.testing.assert_allclose(logits_back, logits, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['gpt2', 'llama'])
 def test_generation_from_an_imported_decoder_matches_transformers(name, hf_dirs, workdirs):
   result = run_lm(f'--workdir={workdirs[name]}', '--prompt=def parse(', '--max_new_tokens=10', '--temperature=0',
@@ -146,6 +149,7 @@ def test_generation_from_an_imported_decoder_matches_transformers(name, hf_dirs,
   assert result.stdout.rstrip('\n') == tok.decode(expected)
 
 
+@pytest.mark.slow
 def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
   result = run_lm('--config=configs/bert_tiny_finetune.py:test', f'--workdir={tmp_path / "ft"}',
                   f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10',
@@ -157,6 +161,7 @@ def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
   assert 'eval/accuracy' in result.stdout and 'Forgetting monitor off' in result.stdout
 
 
+@pytest.mark.slow
 def test_bfloat16_on_request_and_bfloat16_files(hf_dirs, tmp_path):
   import jax
 
@@ -187,6 +192,7 @@ def _refused(hf_dir: str, tmp_path, message: str):
   assert not os.path.exists(tmp_path / 'out' / 'checkpoints')
 
 
+@pytest.mark.slow
 def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   from safetensors.numpy import load_file, save_file
   base = hf_dirs['gpt2']
@@ -221,6 +227,7 @@ def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   _refused(str(tmp_path / 'not_downloaded'), tmp_path / 'd', 'no config.json there')  # offline: nothing is fetched
 
 
+@pytest.mark.slow
 def test_export_of_a_trained_scanned_llama_run(tmp_path):
   """An lm-trained Llama-layout run with scanned blocks exports to LlamaForCausalLM with the same logits."""
   workdir, out, text_file, dump = (tmp_path / 'run'), str(tmp_path / 'hf'), tmp_path / 't.txt', tmp_path / 'l.npy'
@@ -239,6 +246,7 @@ def test_export_of_a_trained_scanned_llama_run(tmp_path):
   np.testing.assert_allclose(np.load(dump), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_gpt2_files_without_the_transformer_prefix_and_special_ids_from_config(hf_dirs, tmp_path):
   from safetensors.numpy import load_file, save_file
   bare = tmp_path / 'bare'
@@ -253,6 +261,7 @@ def test_gpt2_files_without_the_transformer_prefix_and_special_ids_from_config(h
   assert tok.eos_id == 0 and tok.id_to_piece(tok.eos_id) == '<|endoftext|>'  # from config.json's eos_token_id
 
 
+@pytest.mark.slow
 def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tmp_path):
   result = run_lm('to_hf', f'--workdir={gpt_run[0]}', f'--hf_dir={tmp_path / "ok"}', module='lm.convert')
   assert result.returncode == 0, result.stderr[-2000:]  # gpt_tiny:test is GPT-2 shaped
@@ -263,3 +272,19 @@ def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tmp_path):
   result = run_lm('to_hf', f'--workdir={workdir}', f'--hf_dir={tmp_path / "no"}', module='lm.convert')
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode == 2 and 'has no GPT2LMHeadModel layout in transformers' in last
+
+
+@pytest.mark.parametrize('name', sorted(CLASSES))
+def test_library_round_trip_gives_back_every_tensor(name, hf_dirs, tmp_path):
+  """hf/convert.py in-process (no command): from_hf then to_hf returns the same tensors for every layout."""
+  from safetensors.numpy import load_file
+
+  from lm.hf import convert
+  summary = convert.from_hf(hf_dirs[name], str(tmp_path / 'wd'))
+  assert summary['architecture'] == CLASSES[name]
+  assert convert.to_hf(str(tmp_path / 'wd'), str(tmp_path / 'out'))['architecture'] == CLASSES[name]
+  original = load_file(os.path.join(hf_dirs[name], 'model.safetensors'))
+  exported = load_file(str(tmp_path / 'out' / 'model.safetensors'))
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+  assert set(exported) <= set(original)

@@ -8,8 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lm.config import base
-from lm.data import cache, packing, pipeline, sources
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import cache, packing, pipeline, sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 EOS = tokenizer_lib.EOS_ID

@@ -11,11 +11,8 @@ import pytest
 from lm.data import classification, instructions, pipeline
 from lm.models import layers, registry
 from lm.parallel import sharding
-from lm.store import pretrained
-from lm.store import workdir as workdir_lib
-from lm.training import loop, optim
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.store import pretrained, workdir as workdir_lib
+from lm.training import loop, optim, state as state_lib, step as step_lib
 
 from runs import read_metrics
 
@@ -42,6 +39,7 @@ def finetuned(bert_tiny_run, lm_cli, tmp_path_factory):
   return workdir, result.stdout
 
 
+@pytest.mark.slow
 def test_finetune_beats_chance_and_logs_everything(finetuned):
   workdir, stdout = finetuned
   records = read_metrics(workdir)
@@ -59,6 +57,7 @@ def test_finetune_beats_chance_and_logs_everything(finetuned):
   assert workdir_lib.load(workdir, best=True).step == best_step
 
 
+@pytest.mark.slow
 def test_init_from_loads_encoder_exactly_and_new_head_fresh(bert_run, capsys, tmp_path):
   from configs import bert_tiny_finetune
   config = bert_tiny_finetune.get_config('test')
@@ -74,6 +73,7 @@ def test_init_from_loads_encoder_exactly_and_new_head_fresh(bert_run, capsys, tm
   assert 'loaded' in table and 'newly initialised         2' in table and 'dropped (unused)          0' in table
 
 
+@pytest.mark.slow
 def test_init_from_wrong_shape_fails_naming_the_parameter(bert_run, lm_cli, tmp_path):
   result = lm_cli(FINETUNE, f'--workdir={tmp_path / "wd"}', f'--config.init_from={bert_run[0]}',
                   '--config.model.d_ff=128', timeout=300)
@@ -82,11 +82,13 @@ def test_init_from_wrong_shape_fails_naming_the_parameter(bert_run, lm_cli, tmp_
   assert not glob.glob(str(tmp_path / 'wd' / 'checkpoints' / '*'))
 
 
+@pytest.mark.slow
 def test_init_from_must_be_a_run(lm_cli, tmp_path):
   result = lm_cli(FINETUNE, f'--workdir={tmp_path / "wd"}', f'--config.init_from={tmp_path}', timeout=120)
   _one_error(result, 'init_from=')
 
 
+@pytest.mark.slow
 def test_restart_resumes_its_own_checkpoint_before_init_from(finetuned, bert_tiny_run, lm_cli, tmp_path):
   import shutil
   workdir = str(tmp_path / 'wd')
@@ -99,6 +101,7 @@ def test_restart_resumes_its_own_checkpoint_before_init_from(finetuned, bert_tin
   assert steps == sorted(set(steps)) and steps[-1] == 130
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_the_metric_stalls(bert_run, lm_cli, tmp_path):
   """With a zero learning rate eval/accuracy never improves after the first eval: patience 2 stops at the 3rd."""
   workdir = str(tmp_path / 'wd')
@@ -132,6 +135,7 @@ def _train_steps(config, rows, steps: int):
   return before, jax.device_get(state.params), state
 
 
+@pytest.mark.slow
 def test_frozen_parameters_do_not_move_and_have_no_optimizer_state(tiny_config, tiny_data):
   config = tiny_config.copy_and_resolve_references()
   config.optimizer.freeze_embeddings, config.optimizer.freeze_layers = True, 1
@@ -146,7 +150,7 @@ def test_frozen_parameters_do_not_move_and_have_no_optimizer_state(tiny_config, 
   assert jax.tree.leaves(adam_mu['block_1'])  # the trained blocks keep moments
 
 
-@pytest.mark.parametrize('scan', [False, True])
+@pytest.mark.parametrize('scan', [pytest.param(False, marks=pytest.mark.slow), True])
 def test_layer_decay_scales_updates_per_layer(tiny_config, tiny_data, scan):
   """Adam's first update is lr·sign(g) per coordinate, so |update| / lr is the layer's factor exactly."""
   config = tiny_config.copy_and_resolve_references()
@@ -253,6 +257,7 @@ def test_sft_loss_mask_covers_exactly_the_response(tiny_data):
   assert row['segment_ids'].sum() == len(tokenizer.encode(prompt)) + len(response) - 1
 
 
+@pytest.mark.slow
 def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, tmp_path):
   """The real gpt_tiny_sft (LR preset 'tiny', 1e-3) for 40 steps from the real gpt_tiny pretrained for 40 (the test
   shape's 64 positions cannot hold a prompt and its response)."""
@@ -287,6 +292,7 @@ def test_whole_split_eval_counts_every_example_once_across_processes():
   assert labels[0].tolist() == expected[0::2][:len(labels[0])]
 
 
+@pytest.mark.slow
 def test_decoder_classifier_runs_from_a_gpt_workdir(gpt_run, lm_cli, tmp_path):
   workdir = str(tmp_path / 'wd')
   result = lm_cli('--config=configs/gpt_tiny_classify.py:test', f'--workdir={workdir}',
@@ -297,13 +303,13 @@ def test_decoder_classifier_runs_from_a_gpt_workdir(gpt_run, lm_cli, tmp_path):
   assert last['step'] == 20 and {'eval/accuracy', 'eval/macro_f1', 'eval/pretrain_perplexity'} <= set(last)
 
 
+@pytest.mark.slow
 def test_sst2_config_trains_on_mocked_tfds(bert_run, tmp_path):
   """configs/bert_classify.py:sst2 end to end on tfds mock data (no download): labels and their count from tfds."""
   import tensorflow_datasets as tfds
 
   from configs import bert_classify
-  from lm.config import resume
-  from lm.config import validation as config_lib
+  from lm.config import resume, validation as config_lib
   config = bert_classify.get_config('sst2,tiny')
   config.model = resume.init_from_config(bert_run[0]).model  # the test-sized encoder it starts from
   config.init_from, config.seq_len, config.batch_size, config.num_train_steps = bert_run[0], 32, 8, 4
@@ -316,6 +322,7 @@ def test_sst2_config_trains_on_mocked_tfds(bert_run, tmp_path):
   assert 'eval/pretrain_loss' in summary
 
 
+@pytest.mark.slow
 def test_init_from_refuses_to_reinitialise_a_pretrained_parameter(bert_run):
   """Only task heads may be new: a body parameter the checkpoint lacks (another layout) is an error, not a silent
   fresh init."""

@@ -32,7 +32,13 @@ LLAMA = {'norm_type': 'rmsnorm', 'activation': 'swiglu', 'position': 'rope', 'us
 MODEL_VARIANTS = [{}, {'scan_layers': True}, {'position': 'rope', 'scan_layers': True, 'remat': 'full'}, LLAMA]
 
 
-@pytest.mark.parametrize('overrides', MODEL_VARIANTS)
+def slow_param(value):
+  """A parameter that runs in the full suite only (-m 'not slow' keeps one variant of each check)."""
+  return pytest.param(value, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize('overrides', [slow_param(MODEL_VARIANTS[0]), slow_param(MODEL_VARIANTS[1]),
+                                       slow_param(MODEL_VARIANTS[2]), LLAMA])
 def test_cached_greedy_equals_recomputing_the_full_sequence(overrides):
   model, params = random_decoder(**overrides)
   kw = dict(max_new_tokens=24, eos_id=EOS, pad_id=PAD)
@@ -41,7 +47,7 @@ def test_cached_greedy_equals_recomputing_the_full_sequence(overrides):
   assert len({tuple(row) for row in cached}) == len(PROMPTS) and all(len(set(row)) > 3 for row in cached)
 
 
-@pytest.mark.parametrize('overrides', [MODEL_VARIANTS[0], MODEL_VARIANTS[1], LLAMA])
+@pytest.mark.parametrize('overrides', [MODEL_VARIANTS[0], slow_param(MODEL_VARIANTS[1]), slow_param(LLAMA)])
 def test_cached_logits_equal_the_full_forward_pass(overrides):
   model, params = random_decoder(**overrides)
   tokens, pads = sampling.left_pad(PROMPTS[:2], max_len=64, max_new_tokens=8, pad_id=PAD, eos_id=EOS)
@@ -58,6 +64,7 @@ def test_cached_logits_equal_the_full_forward_pass(overrides):
     np.testing.assert_allclose(np.stack([s[row] for s in stepped]), expected, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_batch_gives_each_prompt_the_tokens_it_gets_alone():
   model, params = random_decoder()
   kw = dict(max_new_tokens=16, eos_id=EOS, pad_id=PAD)
@@ -115,6 +122,7 @@ def test_eos_stops_a_row_and_the_prompt_must_fit():
     sampling.generate(model, params, [list(range(60))], max_new_tokens=10, eos_id=EOS, pad_id=PAD)
 
 
+@pytest.mark.slow
 def test_sharded_params_decode_like_replicated_ones(gpt_run):
   kw = dict(max_new_tokens=12, eos_id=EOS, pad_id=PAD)
   outputs = []
@@ -163,6 +171,7 @@ def held_out_text(tmp_path_factory):
   return str(path)
 
 
+@pytest.mark.slow
 def test_evaluate_decoder_perplexity_and_logits_dump(gpt_run, lm_cli, held_out_text, tmp_path):
   workdir = gpt_run[0]
   dump = str(tmp_path / 'logits.npy')
@@ -184,6 +193,7 @@ def test_evaluate_decoder_perplexity_and_logits_dump(gpt_run, lm_cli, held_out_t
   assert overlapping['tokens'] == result['tokens'] and overlapping['windows'] > result['windows']
 
 
+@pytest.mark.slow
 def test_evaluate_encoder_masked_loss_and_logits_dump(bert_run, lm_cli, held_out_text, tmp_path):
   dump = str(tmp_path / 'mlm.npy')
   result = _evaluate(lm_cli, bert_run[0], held_out_text, f'--dump_logits={dump}')
@@ -202,6 +212,7 @@ def test_evaluate_encoder_masked_loss_and_logits_dump(bert_run, lm_cli, held_out
   np.testing.assert_allclose(logits[:rows], direct[:rows], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_cli_same_seed_same_text_and_batches(gpt_tiny_run, lm_cli, tmp_path):
   args = (f'--workdir={gpt_tiny_run[0]}', '--prompt=def parse(', '--max_new_tokens=24', '--temperature=0.8',
           '--top_k=40', '--top_p=0.95', '--seed=0')
@@ -219,6 +230,7 @@ def test_generate_cli_same_seed_same_text_and_batches(gpt_tiny_run, lm_cli, tmp_
   assert texts[0][len('0 ---\n'):] == first.stdout  # row 0 of a batch samples what the prompt streams alone
 
 
+@pytest.mark.slow
 def test_generate_and_evaluate_errors(bert_run, gpt_run, lm_cli, tmp_path):
   cases = [
       ((f'--workdir={bert_run[0]}', '--prompt=x'), 'lm.generate', 'is an encoder and does not generate'),

@@ -65,6 +65,7 @@ def test_sweep_expansion():
                    f'--config.seed=3 --config.optimizer.learning_rate={r}' for r in ('0.001', '0.002', '0.004')]
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_point_and_reports(tmp_path):
   root = str(tmp_path / 'sweep')
   result = _launch_long('--config=configs/gpt_tiny.py:test', f'--root={root}', '--',
@@ -106,6 +107,7 @@ def test_topology_names():
 HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_LIBTPU, reason='libtpu is not installed (pip install -r requirements-tpu.txt)')
 def test_aot_compiles_for_a_tpu_topology():
   result = run_lm('--config=configs/gpt_tiny.py:test', '--topology=v5e-8', module='lm.aot', timeout=600)

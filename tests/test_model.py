@@ -31,7 +31,7 @@ def tokens(seed=0, shape=(2, 16)):
   return jax.random.randint(jax.random.PRNGKey(seed), shape, 0, 97)
 
 
-@pytest.mark.parametrize('position', ['learned', 'rope'])
+@pytest.mark.parametrize('position', [pytest.param('learned', marks=pytest.mark.slow), 'rope'])
 def test_future_tokens_do_not_change_past_logits(position):
   cfg = tiny_model_cfg(position=position)
   x = tokens()

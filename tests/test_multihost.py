@@ -63,6 +63,7 @@ def test_processes_read_disjoint_shares_of_the_global_batch(tiny_config, tiny_da
   assert rows(shares[0]) | rows(shares[1]) == rows(whole) and len(shares[0]) == len(whole) // 2
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one(one_process, two_processes):
   one, two = _losses(one_process), _losses(two_processes)
   assert sorted(one) == sorted(two) == list(range(1, 13))
@@ -71,12 +72,14 @@ def test_two_processes_give_the_losses_of_one(one_process, two_processes):
   np.testing.assert_allclose(evals[1], evals[0], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_two_slices_over_dcn_give_the_same_losses(one_process, tmp_path_factory):
   workdir = _two_processes(tmp_path_factory, 'dcn', '--config.mesh.dcn_data=2', '--config.mesh.fsdp=2')
   one, two = _losses(one_process), _losses(workdir)
   np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_restores_in_one_process_on_other_meshes(two_processes, one_process):
   runs = [workdir_lib.load(two_processes, mesh=mesh) for mesh in ('', '1,2,4', '2,4,1')]
   assert runs[0].step == 12
@@ -118,6 +121,7 @@ def test_launch_local_dry_run_prints_one_command_per_process():
                          f'--num_processes=3 --process_id={index}')
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   """jax's preemption sync point: the notice reaches every process and they save one agreed step."""
   import re

@@ -12,6 +12,8 @@ import pytest
 
 from runs import REPO, read_metrics, run_lm
 
+pytestmark = pytest.mark.slow  # every test here trains through the command line
+
 BASE = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=30', '--config.log_every_steps=1',
         '--config.checkpoint_every_steps=3', '--config.eval_every_steps=0', '--config.num_samples=0')
 

@@ -14,11 +14,16 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 from lm.data import pipeline  # noqa: E402
 from lm.models import registry  # noqa: E402
 from lm.parallel import sharding  # noqa: E402
-from lm.training import optim  # noqa: E402
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.training import (
+  optim,  # noqa: E402
+  state as state_lib,
+  step as step_lib,
+)
 
 MESHES = [(8, 1, 1), (1, 8, 1), (1, 4, 2), (2, 2, 2)]
+# -m 'not slow' keeps pure data parallelism and the mixed mesh; the full suite runs all four
+FAST_MESHES = [m if m in ((8, 1, 1), (2, 2, 2)) else pytest.param(m, marks=pytest.mark.slow) for m in MESHES]
+
 
 
 def run_steps(config, mesh_shape, batches, **rules):
@@ -54,7 +59,7 @@ def reference(tiny_config, batches):
   return run_steps(tiny_config, (1, 1, 1), batches)
 
 
-@pytest.mark.parametrize('mesh_shape', MESHES)
+@pytest.mark.parametrize('mesh_shape', FAST_MESHES)
 def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
   losses, state = run_steps(tiny_config, mesh_shape, batches)
   np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
@@ -80,6 +85,7 @@ def bert_reference(bert_setup):
 
 
 @pytest.mark.parametrize('mesh_shape', MESHES)
+@pytest.mark.slow
 def test_encoder_same_losses_on_every_mesh(bert_setup, bert_reference, mesh_shape):
   config, batches = bert_setup
   losses, state = run_steps(config, mesh_shape, batches)
@@ -101,6 +107,7 @@ def _state_bytes_per_device(config, mesh_shape) -> int:
   return init_fn.lower(jax.random.PRNGKey(0)).compile().memory_analysis().output_size_in_bytes, num_params
 
 
+@pytest.mark.slow
 def test_fsdp_keeps_one_eighth_of_the_state_per_device(tiny_config):
   replicated, num_params = _state_bytes_per_device(tiny_config, (8, 1, 1))
   fsdp, _ = _state_bytes_per_device(tiny_config, (1, 8, 1))
@@ -129,6 +136,7 @@ def test_rules_come_from_the_config_and_indivisible_dimensions_fail_early(tiny_c
     config_lib.validate(config, num_devices=8)
 
 
+@pytest.mark.slow
 def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
   _, state = run_steps(tiny_config, (2, 2, 2), batches[:1])
   kernel = state.params['block_0']['mlp']['fc_in']['kernel']  # logical ('embed', 'mlp') -> ('fsdp', 'tensor')
@@ -140,6 +148,7 @@ def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
   assert adam_mu.sharding.spec == P('fsdp', 'tensor')
 
 
+@pytest.mark.slow
 def test_finetune_classifier_with_freezing_and_layer_decay_on_2x2x2():
   """Classification with frozen embeddings + block 0 and layer decay: the same losses and eval metrics on 8
   devices as on one, frozen blocks unchanged, no optimizer state for them."""

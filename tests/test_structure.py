@@ -97,7 +97,7 @@ def test_layers_import_one_way():
 
 def test_family_names_only_in_family_modules_and_registry():
   offenders = []
-  for name, path in _modules().items():
+  for path in _modules().values():
     rel = os.path.relpath(path, REPO)
     if rel in FAMILY_MODULES:
       continue

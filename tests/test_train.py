@@ -11,9 +11,7 @@ import pytest
 
 from lm.models import registry
 from lm.parallel import sharding
-from lm.training import optim
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.training import optim, state as state_lib, step as step_lib
 
 from runs import read_metrics
 
@@ -25,6 +23,7 @@ def trained(gpt_run):
   return gpt_run
 
 
+@pytest.mark.slow
 def test_training_writes_everything_and_loss_falls(trained):
   workdir, stdout = trained
   records = read_metrics(workdir)
@@ -42,6 +41,7 @@ def test_training_writes_everything_and_loss_falls(trained):
   assert '--- sample' in stdout and 'eval/perplexity' in stdout
 
 
+@pytest.mark.slow
 def test_resume_continues_and_writes_no_step_twice(trained, lm_cli, tmp_path):
   workdir = str(tmp_path / 'wd')
   shutil.copytree(trained[0], workdir)
@@ -53,6 +53,7 @@ def test_resume_continues_and_writes_no_step_twice(trained, lm_cli, tmp_path):
   assert '30' in os.listdir(os.path.join(workdir, 'checkpoints'))
 
 
+@pytest.mark.slow
 def test_resume_after_lost_steps_recomputes_them_exactly(trained, lm_cli, tmp_path):
   """Drop the step-20 checkpoint (as if killed after step 19): the rerun of steps 11..20 matches the original."""
   workdir = str(tmp_path / 'wd')
@@ -68,6 +69,7 @@ def test_resume_after_lost_steps_recomputes_them_exactly(trained, lm_cli, tmp_pa
     np.testing.assert_allclose(record['train/loss'], original[record['step']]['train/loss'], rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('override,needle', [
     ('--config.grad_accum_steps=3', 'batch_size'),  # rejected by validation
     ('--config.model.d_model=128', 'model.d_model'),  # valid alone, but not the shape of the run being resumed
@@ -91,6 +93,7 @@ def _step_setup(config, mesh):
   return state, p_train
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(tiny_config, tiny_data):
   from lm.data import pipeline
   mesh = sharding.make_mesh(tiny_config.mesh, devices=jax.devices()[:1])
@@ -111,6 +114,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_config, tiny_data):
   jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-4), results[0][2], results[1][2])
 
 
+@pytest.mark.slow
 def test_llama_style_decoder_trains_and_samples(lm_cli, tmp_path):
   workdir = str(tmp_path / 'llama')
   result = lm_cli('--config=configs/llama_tiny.py:test', f'--workdir={workdir}', timeout=600)
@@ -125,3 +129,35 @@ def test_llama_style_decoder_trains_and_samples(lm_cli, tmp_path):
   key = loaded['block_0']['attn']['key']
   assert key['kernel'].shape == (64, 2, 16) and 'bias' not in key
   assert 'lm_head' in loaded and 'fc_gate' in loaded['block_0']['mlp']
+
+
+def test_trainer_runs_its_hooks_in_process_and_resumes(tiny_config, tiny_data, tmp_path, capsys):
+  """The loop in-process (8 CPU devices): each hook at its cadence, an extra hook without touching the loop, samples at
+  the end, and a second run in the same workdir resumes where the first stopped."""
+  from lm.training import hooks, loop
+
+  class CountSteps(hooks.Hook):
+    def __init__(self):
+      self.steps = []
+
+    def after_step(self, trainer, ctx):
+      self.steps.append((ctx.step, ctx.eval_metrics is not None))
+
+  config = tiny_config.copy_and_resolve_references()
+  config.num_train_steps, config.log_every_steps, config.eval_every_steps = 6, 2, 3
+  config.checkpoint_every_steps, config.num_samples, config.sample_max_new_tokens = 3, 1, 4
+  workdir = str(tmp_path / 'wd')
+  counter = CountSteps()
+  trainer = loop.Trainer(config, workdir, extra_hooks=(counter,))
+  summary = trainer.train()
+  for hook in trainer.hooks:
+    hook.after_run(trainer, summary)
+  assert counter.steps == [(1, False), (2, False), (3, True), (4, False), (5, False), (6, True)]
+  records = read_metrics(workdir)
+  assert [r['step'] for r in records] == [2, 3, 4, 6] and 'eval/loss' in records[1] and 'train/loss' in records[1]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  assert np.isfinite(summary['train/loss']) and summary['eval/loss'] == records[-1]['eval/loss']
+  assert '--- sample (prompt ' in capsys.readouterr().out
+  config.num_train_steps, config.num_samples = 8, 0
+  assert 'train/loss' in loop.run(config, workdir)
+  assert [r['step'] for r in read_metrics(workdir)] == [2, 3, 4, 6, 8]

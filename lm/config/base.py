@@ -39,7 +39,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
   c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
 
-  c.model = m = ml_collections.ConfigDict()  # network shape and numerics
+  c.model = _model()  # network shape and numerics
+  c.data = _data()  # corpus, tokenizer and input pipeline
+  c.optimizer = _optimizer()  # optax chain and learning-rate schedule
+  c.mesh = _mesh()  # device mesh (data, fsdp, tensor), product = device count; lm/parallel/sharding.py
+  return c
+
+
+def _model() -> ml_collections.ConfigDict:
+  """config.model: network shape and numerics."""
+  m = ml_collections.ConfigDict()
   m.type = registry.DEFAULT  # model family (lm/models/registry.py): gpt (causal decoder; llama() layout) or bert
   m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
   m.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2), 'gelu' (exact, BERT) or 'swiglu' (gated SiLU, Llama)
@@ -64,8 +73,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.attention_impl = 'einsum'  # 'einsum' (layers.einsum_attention); dot_product_attention's 'xla', 'cudnn', 'auto'
   m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
+  return m
 
-  c.data = d = ml_collections.ConfigDict()  # corpus, tokenizer and input pipeline
+
+def _data() -> ml_collections.ConfigDict:
+  """config.data: corpus, tokenizer and input pipeline."""
+  d = ml_collections.ConfigDict()
   d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label) or 'sft' (instruction JSONL)
   d.source = 'embedded'  # 'embedded' (stdlib text; per task, see WORKSPACE.md), 'text', 'jsonl', 'csv' or 'tfds'
   d.path = ''  # file or glob for 'text' / 'jsonl' (comma-separated for several)
@@ -92,8 +105,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.short_seq_prob = 0.1  # BERT examples: probability of a shorter random target length, as in BERT
   d.num_threads = 2  # grain read threads per process
   d.prefetch = 4  # batches prefetched per process
+  return d
 
-  c.optimizer = o = ml_collections.ConfigDict()  # optax chain and learning-rate schedule
+
+def _optimizer() -> ml_collections.ConfigDict:
+  """config.optimizer: optax chain and learning-rate schedule."""
+  o = ml_collections.ConfigDict()
   o.name = 'adamw'  # optimizer: 'adamw'
   o.learning_rate = 1e-3  # peak learning rate
   o.schedule = 'cosine'  # after warmup: 'cosine', 'linear' (to min) or 'constant'
@@ -109,8 +126,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.freeze_layers = 0  # freeze the first K transformer blocks
   o.freeze_all_but_head = False  # train only the task head (classification head; linear probing)
   o.freeze_patterns = ''  # comma-separated regexes: parameters whose path (block_0/attn/query/kernel) matches freeze
+  return o
 
-  c.mesh = ms = ml_collections.ConfigDict()  # device mesh (data, fsdp, tensor), product = device count; parallel/
+
+def _mesh() -> ml_collections.ConfigDict:
+  """config.mesh: device mesh (data, fsdp, tensor), product = device count; parallel/."""
+  ms = ml_collections.ConfigDict()
   ms.data = -1  # data-parallel axis size (-1 = all devices left over)
   ms.fsdp = 1  # fully-sharded data-parallel axis size (parameters + optimizer state sharded)
   ms.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab sharded)
@@ -123,7 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mr.kv = ''  # per-head dimension
   mr.vocab = 'tensor'  # vocabulary dimension of embeddings and logits
   mr.layers = ''  # the stacked-layer dimension of scanned blocks (model.scan_layers)
-  return c
+  return ms
 
 
 def bert(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -21,8 +21,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from lm.data import sources
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
 from lm.models import registry
 

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from lm.data import sources
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 DEMO_FILE = os.path.join(os.path.dirname(__file__), 'sft_demo.jsonl')

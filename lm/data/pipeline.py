@@ -19,8 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lm.data import bert, cache, classification, instructions, packing, sources
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import bert, cache, classification, instructions, packing, sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
 from lm.models import registry
 

@@ -16,8 +16,7 @@ from lm.errors import ConfigError, UsageError
 from lm.hf import architectures, safetensors_io
 from lm.models import registry
 from lm.parallel import sharding
-from lm.store import checkpoint
-from lm.store import workdir as workdir_lib
+from lm.store import checkpoint, workdir as workdir_lib
 
 
 def _hf_config(hf_dir: str) -> tuple[dict, str]:

@@ -7,8 +7,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lm.errors import ConfigError
 

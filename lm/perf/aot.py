@@ -11,9 +11,7 @@ from lm.models import registry
 from lm.parallel import sharding
 from lm.perf import flops
 from lm.store import checkpoint
-from lm.training import optim
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.training import optim, state as state_lib, step as step_lib
 
 # Usable HBM per chip as XLA's TPU compiler reports it, and the chips' physical layout.
 _HBM_BYTES = (('v6 lite', 31.25 * 2**30), ('v5 lite', 15.75 * 2**30), ('v5', 95.74 * 2**30), ('v4', 32 * 2**30))

@@ -10,9 +10,7 @@ from lm.data import pipeline
 from lm.models import registry
 from lm.parallel import sharding
 from lm.perf import flops
-from lm.training import optim
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.training import optim, state as state_lib, step as step_lib
 
 
 def timed(fn, repeats: int) -> tuple[float, list[float]]:

@@ -23,14 +23,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lm.config import resume
-from lm.data import pipeline
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import ConfigError, NonFiniteLossError
 from lm.inference import sampling
 from lm.parallel import sharding
 from lm.store import checkpoint, writers
-from lm.training import preemption
-from lm.training import step as step_lib
+from lm.training import preemption, step as step_lib
 
 
 @dataclasses.dataclass

@@ -15,13 +15,8 @@ from lm.inference import sampling
 from lm.models import registry
 from lm.parallel import sharding
 from lm.perf import flops
-from lm.store import checkpoint, pretrained, writers
-from lm.store import workdir as workdir_lib
-from lm.training import hooks as hooks_lib
-from lm.training import optim
-from lm.training import progress as progress_lib
-from lm.training import state as state_lib
-from lm.training import step as step_lib
+from lm.store import checkpoint, pretrained, workdir as workdir_lib, writers
+from lm.training import hooks as hooks_lib, optim, progress as progress_lib, state as state_lib, step as step_lib
 
 
 def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_iter):

@@ -1,0 +1,30 @@
+"""Every command as a user runs it (`python -m lm.<verb>`): a bad input is one `error:` line naming the flag or path,
+exit 2, and nothing written. Fast: no command here compiles or trains anything."""
+import os
+
+import pytest
+
+from runs import run_lm
+
+CASES = [
+    ('lm.main', ['--config=configs/no_such_config.py'], '--config=configs/no_such_config.py: no such file'),
+    ('lm.main', ['--config=configs/gpt_tiny.py:test', '--coordinator_address=localhost:1'],
+     'multi-process: give all of --coordinator_address'),
+    ('lm.generate', ['--workdir={missing}', '--prompt=x'], '--workdir={missing}: no config.json there'),
+    ('lm.generate', ['--workdir={missing}'], 'give --prompt=TEXT (repeatable) or --prompt_file=FILE'),
+    ('lm.evaluate', ['--workdir={missing}', '--text_file={missing}/notes.txt'], 'notes.txt: no such file'),
+    ('lm.fill_mask', ['--workdir={missing}', '--text=[MASK]'], '--workdir={missing}: no config.json there'),
+    ('lm.convert', ['from_hf', '--hf_dir={missing}', '--workdir={missing}/out'], 'no config.json there'),
+    ('lm.bench', ['--config=configs/bert_tiny.py:test', '--mode=decode'], "model.type='bert' does not generate text"),
+    ('lm.aot', ['--config=configs/gpt_tiny.py:test', '--topology=v9x-8'], '--topology=v9x-8'),
+]
+
+
+@pytest.mark.parametrize('module, args, needle', CASES, ids=[f'{m}-{i}' for i, (m, _, _) in enumerate(CASES)])
+def test_every_command_refuses_bad_input_in_one_line(module, args, needle, tmp_path):
+  missing = str(tmp_path / 'missing')
+  result = run_lm(*[a.format(missing=missing) for a in args], module=module, timeout=300)
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+  assert needle.format(missing=missing) in errors[0], errors[0]
+  assert not os.path.exists(missing)  # nothing written
