@@ -76,6 +76,7 @@ def test_a_batch_gives_each_prompt_the_tokens_it_gets_alone():
           == sampling.generate(model, params, PROMPTS[:1], sampling=hot, seed=3, **kw)[0])
 
 
+@pytest.mark.slow
 def test_top_k_1_is_greedy_and_a_seed_fixes_the_sample():
   model, params = random_decoder()
   kw = dict(max_new_tokens=16, eos_id=EOS, pad_id=PAD)
@@ -250,3 +251,49 @@ def test_generate_and_evaluate_errors(bert_run, gpt_run, lm_cli, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, (args, last)
     assert result.stdout == ''
+
+
+def _loaded_run(config, tokenizer):
+  """A workdir.LoadedRun of fresh parameters (no checkpoint), replicated on one device."""
+  from lm.parallel import sharding
+  config.model.vocab_size = tokenizer.vocab_size
+  model = registry.build(config.model)
+  params = nn.unbox(jax.jit(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config))['params'])())
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  return workdir_lib.LoadedRun(config, tokenizer, model, params, 0, mesh)
+
+
+def test_generation_library_reads_prompts_streams_and_batches(tiny_config, tiny_data, tmp_path):
+  """inference/generation.py without the command: prompts from a .jsonl file, and one prompt streamed gives the text
+  the batch path gives it."""
+  import io
+
+  from lm.errors import UsageError
+  from lm.inference import generation
+  prompt_file = tmp_path / 'prompts.jsonl'
+  prompt_file.write_text('{"prompt": "def f(x):\\n    return"}\n{"prompt": "import "}\n')
+  prompts = generation.read_prompts(['class '], str(prompt_file))
+  assert prompts == ['class ', 'def f(x):\n    return', 'import ']
+  with pytest.raises(UsageError, match='--prompt_file=.*: no such file'):
+    generation.read_prompts([], str(tmp_path / 'missing.txt'))
+  run = _loaded_run(tiny_config.copy_and_resolve_references(), tiny_data[0])
+  sampling_args = sampling.Sampling(0.8, top_k=20)
+  with jax.set_mesh(run.mesh):
+    texts, count = generation.generate_texts(run, prompts, sampling_args, max_new_tokens=6, seed=3)
+    out = io.StringIO()
+    streamed = generation.stream_text(run, prompts[0], sampling_args, out, max_new_tokens=6, seed=3)
+  assert len(texts) == 3 and all(t.startswith(p) for t, p in zip(texts, prompts)) and 0 < count <= 18
+  assert out.getvalue() == texts[0] + '\n' and 0 < streamed <= 6
+
+
+def test_fill_mask_library_gives_top_k_per_mask(tiny_data):
+  from configs import bert_tiny
+  from lm.errors import UsageError
+  from lm.inference import fill_mask
+  run = _loaded_run(bert_tiny.get_config('test'), tiny_data[0])
+  fill_mask.check_fillable(run, 'import [MASK] as np', 'wd')
+  predictions = fill_mask.fill_mask(run, 'import [MASK] as [MASK]', top_k=3)
+  assert len(predictions) == 2 and all(len(p) == 3 for p in predictions)
+  assert all(p[0][1] >= p[1][1] >= p[2][1] > 0 for p in predictions)
+  with pytest.raises(UsageError, match='has no \\[MASK\\] token'):
+    fill_mask.check_fillable(run, 'no mask', 'wd')
