@@ -150,7 +150,8 @@ def test_frozen_parameters_do_not_move_and_have_no_optimizer_state(tiny_config, 
   assert jax.tree.leaves(adam_mu['block_1'])  # the trained blocks keep moments
 
 
-@pytest.mark.parametrize('scan', [pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow
+@pytest.mark.parametrize('scan', [False, True])
 def test_layer_decay_scales_updates_per_layer(tiny_config, tiny_data, scan):
   """Adam's first update is lr·sign(g) per coordinate, so |update| / lr is the layer's factor exactly."""
   config = tiny_config.copy_and_resolve_references()

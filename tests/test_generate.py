@@ -89,6 +89,7 @@ def test_top_k_1_is_greedy_and_a_seed_fixes_the_sample():
   assert sampling.generate(model, params, PROMPTS, sampling=hot, seed=0, use_cache=False, **kw) == first
 
 
+@pytest.mark.slow
 def test_stream_yields_what_generate_returns():
   model, params = random_decoder()
   kw = dict(max_new_tokens=12, eos_id=EOS, pad_id=PAD, sampling=sampling.Sampling(1.0, top_k=20), seed=7)

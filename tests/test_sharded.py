@@ -115,6 +115,7 @@ def test_fsdp_keeps_one_eighth_of_the_state_per_device(tiny_config):
   assert fsdp <= (1 / 8 + 0.10) * replicated, (fsdp, replicated, fsdp / replicated)
 
 
+@pytest.mark.slow
 def test_rules_come_from_the_config_and_indivisible_dimensions_fail_early(tiny_config, batches):
   from lm.config import validation as config_lib
   losses, state = run_steps(tiny_config, (1, 8, 1), batches[:2], embed='')  # replicate d_model everywhere
