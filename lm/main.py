@@ -44,9 +44,9 @@ def main(argv):
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)
   from lm.config import validation
-  from lm.training import loop
   try:
     validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    from lm.training import loop  # after validation: a config error does not wait for TensorFlow (clu's writer)
     loop.run(config, workdir)
   except LmError as e:  # one line and the error's exit code: 2 input, 3 non-finite loss, 4 checkpoint write
     cli.fail(e)
