@@ -13,7 +13,8 @@ FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a
 RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data.source', 'data.path',
                 'data.text_key', 'data.tfds_name', 'data.train_split',
                 'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
-                'data.tokenizer_type', 'data.tokenizer_sentences', 'seq_len', 'batch_size', 'seed', 'optimizer.name')
+                'data.tokenizer_type', 'data.tokenizer_sentences', 'data.tokenizer_sample_bytes', 'seq_len',
+                'batch_size', 'seed', 'optimizer.name')
 
 
 def _merge(target: ml_collections.ConfigDict, saved: dict) -> None:
@@ -55,11 +56,12 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
 
 
 def check_resume_compatible(config, saved: dict) -> None:
-  """Raises ConfigError naming the first key under RESUME_FIXED whose value differs from the saved config.json."""
+  """Raises ConfigError naming the first key under RESUME_FIXED whose value differs from the saved config.json (keys
+  the saved run predates are not compared)."""
   old, new = _flatten(saved), _flatten(json.loads(json.dumps(config.to_dict())))  # as config.json stores it
   for key in sorted(new):
     fixed = any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
-    if fixed and old.get(key) != new[key]:
+    if fixed and key in old and old[key] != new[key]:  # a key newer than the saved run: its default held
       raise ConfigError(f'{key}={new[key]!r} differs from {old.get(key)!r} in the run being resumed; set it back '
                         'or use a new --workdir')
   if (old.get('optimizer.grad_clip_norm', 0) > 0) != (config.optimizer.grad_clip_norm > 0):

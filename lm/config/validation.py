@@ -28,11 +28,12 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
 POSITIVE = ('num_train_steps', 'max_skipped_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
             'forgetting_eval_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers',
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
-            'data.tokenizer_sentences', 'data.num_threads')
+            'data.tokenizer_sentences', 'data.num_threads', 'data.store_shard_documents')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
                 'model.num_labels', 'model.num_kv_heads', 'optimizer.freeze_layers', 'num_samples',
                 'sample_max_new_tokens',
-                'sample_temperature', 'data.max_documents', 'data.prefetch', 'optimizer.learning_rate',
+                'sample_temperature', 'data.max_documents', 'data.prefetch', 'data.tokenizer_sample_bytes',
+                'optimizer.learning_rate',
                 'optimizer.warmup_steps', 'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'optimizer.eps')
 FREE_FORM = resume.FREE_FORM
 

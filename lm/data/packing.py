@@ -23,20 +23,32 @@ class PackedSequences:
   """
 
   def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, mode: str = 'packed'):
-    """`tokens`: 1-D ids (may be a memmap); `doc_starts`: sorted offsets of each document in `tokens`."""
+    """`tokens`: 1-D ids (a memmap, or a store's `ShardedTokens`); `doc_starts`: sorted offsets of each document in
+    `tokens` (an array, or a store's `ShardedStarts`)."""
     if mode not in MODES:
       raise DataError(f'data.packing: unknown mode {mode!r}; use one of {MODES}')
     if seq_len < 1:
       raise DataError(f'seq_len must be positive, got {seq_len}')
     self.tokens = tokens
-    self.doc_starts = np.asarray(doc_starts, dtype=np.int64)
-    if len(tokens) and (not len(self.doc_starts) or self.doc_starts[0] != 0):
+    self.doc_starts = doc_starts if hasattr(doc_starts, 'document_of') else np.asarray(doc_starts, dtype=np.int64)
+    if len(tokens) and (not len(self.doc_starts) or self._start_of(np.zeros(1, np.int64))[0] != 0):
       raise ValueError('doc_starts must begin with 0 (the first document starts the stream)')
     self.seq_len = seq_len
     self.mode = mode
 
   def __len__(self) -> int:
     return max(len(self.tokens) - 1, 0) // self.seq_len
+
+  def _document_of(self, positions: np.ndarray) -> np.ndarray:
+    """Index of the document holding each stream position (a sharded store's starts do their own lookup)."""
+    if hasattr(self.doc_starts, 'document_of'):
+      return self.doc_starts.document_of(positions)
+    return np.searchsorted(self.doc_starts, positions, side='right') - 1
+
+  def _start_of(self, docs: np.ndarray) -> np.ndarray:
+    if hasattr(self.doc_starts, 'start_of'):
+      return self.doc_starts.start_of(docs)
+    return self.doc_starts[docs]
 
   @property
   def num_tokens(self) -> int:
@@ -56,10 +68,10 @@ class PackedSequences:
       row['weights'] = np.ones(length, np.float32)
       return row
     # Document index of every token in the window (the input positions, plus the last target).
-    doc = np.searchsorted(self.doc_starts, np.arange(start, start + length + 1), side='right') - 1
+    doc = self._document_of(np.arange(start, start + length + 1))
     doc_in = doc[:-1]
     row['segment_ids'] = (doc_in - doc_in[0] + 1).astype(np.int32)
-    seg_start = np.maximum(self.doc_starts[doc_in], start)
+    seg_start = np.maximum(self._start_of(doc_in), start)
     row['positions'] = (np.arange(start, start + length) - seg_start).astype(np.int32)
     row['weights'] = (doc[1:] == doc_in).astype(np.float32)
     return row

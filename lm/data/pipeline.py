@@ -10,47 +10,29 @@ rows (`packing.PackedSequences`), or BERT sentence pairs with MLM masks (`bert.S
 is drawn by grain's random_map from (seed, global example index) before the batch is
 split across processes, so it does not depend on the process count, and an epoch repeat draws fresh pairs and masks.
 """
-import hashlib
 import pathlib
 
 import grain
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
-from lm.data import bert, cache, classification, instructions, packing, sources, tokenizer as tokenizer_lib
+from lm.data import (
+  bert,
+  classification,
+  instructions,
+  packing,
+  sources,
+  store,
+  store_builder,
+  tokenizer as tokenizer_lib,
+)
 from lm.errors import DataError
 from lm.models import registry
 
-_ENCODE_CHUNK = 1024  # documents encoded per call while tokenizing a split
 # what prepare() returns per split
 Examples = (packing.PackedSequences | bert.SentencePairs | classification.ClassificationExamples
             | instructions.InstructionExamples)
-
-
-def _token_dtype(vocab_size: int) -> np.dtype:
-  return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-
-
-def _write_tokens(tokenizer: tokenizer_lib.Tokenizer, documents: sources.Documents, bin_path: pathlib.Path,
-                  starts_path: pathlib.Path) -> None:
-  """Encodes every document (each followed by eos) into a raw token file plus the document start offsets."""
-  dtype = _token_dtype(tokenizer.vocab_size)
-  starts, total = [], 0
-  with cache.atomic_output(bin_path) as tmp_bin:
-    with open(tmp_bin, 'wb') as f:
-      for chunk_start in range(0, len(documents), _ENCODE_CHUNK):
-        texts = documents[chunk_start:chunk_start + _ENCODE_CHUNK]
-        for ids in tokenizer.encode_batch(texts):
-          ids.append(tokenizer.eos_id)
-          starts.append(total)
-          total += len(ids)
-          f.write(np.asarray(ids, dtype).tobytes())
-  # The starts file is written last: its presence means the entry is complete.
-  with cache.atomic_output(starts_path) as tmp_starts:
-    with open(tmp_starts, 'wb') as f:
-      np.save(f, np.asarray(starts, np.int64))
 
 
 def _sentence_pairs(config: ml_collections.ConfigDict) -> bool:
@@ -58,24 +40,18 @@ def _sentence_pairs(config: ml_collections.ConfigDict) -> bool:
   return registry.get(config.model.type).pretrain_examples == 'sentence_pairs'
 
 
-def _load_rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
-               documents: sources.Documents, directory: pathlib.Path, split: str) -> Examples:
-  """Tokenizes `documents` into `directory` unless already there, and returns their rows (or BERT pairs)."""
-  bin_path, starts_path = directory / f'{split}.bin', directory / f'{split}_doc_starts.npy'
-  if not (starts_path.is_file() and bin_path.is_file()):
-    logging.info('Tokenizing %d %s documents -> %s', len(documents), split, bin_path)
-    _write_tokens(tokenizer, documents, bin_path, starts_path)
-  doc_starts = np.load(starts_path)
-  dtype = _token_dtype(tokenizer.vocab_size)
-  num_tokens = bin_path.stat().st_size // dtype.itemsize
-  if num_tokens < config.seq_len + 1:
-    raise DataError(f'data: the {split} split has {num_tokens} tokens ({len(documents)} documents), fewer than one '
+def _rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer, root: pathlib.Path,
+          content: dict, split: str) -> Examples:
+  """The rows (or BERT pairs) of one split of a complete token store."""
+  tokens, starts = store.open_split(root, content, split)
+  if len(tokens) < config.seq_len + 1:
+    documents = content['splits'][split]['num_documents']
+    raise DataError(f'data: the {split} split has {len(tokens)} tokens ({documents} documents), fewer than one '
                     f'row of seq_len+1={config.seq_len + 1}; lower --config.seq_len or give the split more data '
                     '(data.eval_fraction, data.max_documents, data.path)')
-  tokens = np.memmap(bin_path, dtype=dtype, mode='r', shape=(num_tokens,))
   if _sentence_pairs(config):
-    return bert.SentencePairs.from_config(config, tokenizer, tokens, doc_starts)
-  return packing.PackedSequences(tokens, doc_starts, config.seq_len, config.data.packing)
+    return bert.SentencePairs.from_config(config, tokenizer, tokens, starts)
+  return packing.PackedSequences(tokens, starts, config.seq_len, config.data.packing)
 
 
 def _prepare_classify(config: ml_collections.ConfigDict):
@@ -111,29 +87,22 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
   The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors for a family whose
   pretrain_examples is 'sentence_pairs' (the same cached token stream either way).
 
-  Cache entry: `<cache>/tokens/<key>/{train,eval}.bin` (raw uint16, or uint32 for vocabularies over 65536) and
-  `{train,eval}_doc_starts.npy`; key = sha256 of both splits' document fingerprints and the tokenizer model.
+  The token streams come from the config's token store (data.store, else a cache entry; lm/data/store.py),
+  built here if it is not complete yet (`python -m lm.prepare` builds a big one ahead, in parallel).
   """
   if config.data.task == 'classify':
     return _prepare_classify(config)
   if config.data.task == 'sft':
     return _prepare_sft(config)
-  train_docs = sources.get_documents(config.data, 'train')
-  eval_docs = sources.get_documents(config.data, 'eval')
-  tokenizer = tokenizer_lib.get_tokenizer(config, train_docs)
-  key = hashlib.sha256(f'{train_docs.fingerprint}/{eval_docs.fingerprint}/{tokenizer.fingerprint}'.encode())
-  directory = cache.cache_dir(config.data) / 'tokens' / key.hexdigest()
-  train_rows = _load_rows(config, tokenizer, train_docs, directory, 'train')
-  eval_rows = _load_rows(config, tokenizer, eval_docs, directory, 'eval')
-  return tokenizer, train_rows, eval_rows
+  built = store_builder.build(config)
+  train, eval_ = (_rows(config, built.tokenizer, built.root, built.content, split) for split in ('train', 'eval'))
+  return built.tokenizer, train, eval_
 
 
 def prepare_eval(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> Examples:
   """The eval examples of a pretraining config with a given tokenizer (for the forgetting monitor of a fine-tune)."""
-  eval_docs = sources.get_documents(config.data, 'eval')
-  key = hashlib.sha256(f'eval-only/{eval_docs.fingerprint}/{tokenizer.fingerprint}'.encode())
-  directory = cache.cache_dir(config.data) / 'tokens' / key.hexdigest()
-  return _load_rows(config, tokenizer, eval_docs, directory, 'eval')
+  built = store_builder.build(config, tokenizer=tokenizer, splits=('eval',))
+  return _rows(config, tokenizer, built.root, built.content, 'eval')
 
 
 def _make_examples(ds: grain.MapDataset, rows: Examples, seed: int) -> grain.MapDataset:

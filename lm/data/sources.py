@@ -56,6 +56,27 @@ class Documents(Sequence[str]):
     """The stable id (relative path, path:line or index) of document i."""
     return self._raw.doc_id(self._indices[i])
 
+  def subset(self, positions: Sequence[int], tag: str) -> 'Documents':
+    """The documents at `positions` of this sequence; `tag` names the choice in the fingerprint."""
+    return Documents(self._raw, [self._indices[i] for i in positions], sha256(self.fingerprint, tag))
+
+
+_SIZE_PROBES = 256  # documents read to estimate the average document size
+
+
+def sample(documents: Documents, max_bytes: int) -> Documents:
+  """Every k-th document, k chosen so the sample holds about `max_bytes` of text (0, or a corpus that is smaller
+  already: all of them, the same object). Deterministic: the same documents on every host."""
+  n = len(documents)
+  if max_bytes <= 0 or n == 0:
+    return documents
+  probes = range(0, n, max(1, n // _SIZE_PROBES))
+  average = sum(len(documents[i].encode('utf-8', errors='replace')) for i in probes) / len(probes)
+  stride = int(-(-average * n // max_bytes))
+  if stride <= 1:
+    return documents
+  return documents.subset(range(0, n, stride), f'sample every {stride}')
+
 
 class TextView(Sequence[str]):
   """Documents made from other records (`to_text(record) -> str`), e.g. to train a tokenizer on a labelled set."""

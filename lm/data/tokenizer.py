@@ -62,6 +62,11 @@ class Tokenizer:
     except RuntimeError as e:
       raise DataError(f'data.tokenizer: {path} is not a SentencePiece model ({e}); point it at a .model file') from e
 
+  @property
+  def model_proto(self) -> bytes:
+    """The serialized SentencePiece model (what tokenizer.model holds)."""
+    return self._proto
+
   def save(self, path: str | os.PathLike) -> None:
     """Writes the model file atomically (safe when several processes save the same path)."""
     with cache.atomic_output(pathlib.Path(path).expanduser()) as tmp:
@@ -192,7 +197,8 @@ def given_path(config: ml_collections.ConfigDict) -> str:
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Documents | None = None) -> Tokenizer:
-  """Loads data.tokenizer (or init_from's), or trains one on the train split (`documents` if given) and caches it.
+  """Loads data.tokenizer (or init_from's), or trains one on the train split (`documents` if given; at most about
+  data.tokenizer_sample_bytes of it, evenly spread: sources.sample) and caches it.
 
   Raises DataError when the tokenizer's vocabulary size is not model.vocab_size.
   """
@@ -212,6 +218,7 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
     if not len(documents):
       raise DataError(f'data: the train split of source {data.source!r} has no documents; check data.path / '
                       'data.tfds_name / data.eval_fraction')
+    documents = sources.sample(documents, data.tokenizer_sample_bytes)
     path = tokenizer_path(config, documents)
     if path.is_file():
       tokenizer = Tokenizer.load(path)
@@ -220,10 +227,15 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
                    len(documents), path)
       tokenizer = train_tokenizer(documents, _settings(config))
       tokenizer.save(path)
+  check_vocab_size(config, tokenizer, path)
+  return tokenizer
+
+
+def check_vocab_size(config: ml_collections.ConfigDict, tokenizer, path) -> None:
+  """DataError unless the tokenizer at `path` has model.vocab_size pieces."""
   if tokenizer.vocab_size != config.model.vocab_size:
     raise DataError(f'model.vocab_size is {config.model.vocab_size} but tokenizer {path} has '
                     f'{tokenizer.vocab_size} pieces; set --config.model.vocab_size={tokenizer.vocab_size}')
-  return tokenizer
 
 
 def load_run_tokenizer(workdir: str):

@@ -1,0 +1,245 @@
+"""The token store: each split's documents tokenized once into fixed groups of documents (shards), read by memmap.
+
+Layout of a store directory:
+
+  store.json            the manifest, written last: format, tokenizer fingerprint and dtype, and per split the
+                        documents' fingerprint and every shard's token and document counts
+  tokenizer.model       the tokenizer the tokens were made with
+  train/00000.bin       shard 0 of train: raw tokens (uint16, or uint32 over 65536 pieces), each document + eos
+  train/00000.idx       its document start offsets (int64 .npy, relative to the shard); written after the .bin, so
+                        its presence means the shard is complete
+  eval/...
+
+Shard k of a split holds documents [k*D, (k+1)*D) of that split in order (D = data.store_shard_documents), so
+the store is a pure function of the documents and the tokenizer: the same bytes whatever the number of workers or
+hosts that built it, or how often the build was interrupted. Concatenated in shard order the shards are exactly
+the token stream the documents give one after another; training reads it through `ShardedTokens` /
+`ShardedStarts`, which open each shard as a memmap (resident memory independent of the corpus size).
+"""
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from lm.data import cache, sources, tokenizer as tokenizer_lib
+from lm.errors import DataError
+
+FORMAT = 'lm-token-store-1'  # bumped when the layout changes
+MANIFEST = 'store.json'
+TOKENIZER = 'tokenizer.model'
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+  """uint16 while every id fits, else uint32."""
+  return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def shard_paths(root: pathlib.Path, split: str, index: int) -> tuple[pathlib.Path, pathlib.Path]:
+  """(tokens .bin, document starts .idx) of shard `index` of `split`."""
+  return root / split / f'{index:05d}.bin', root / split / f'{index:05d}.idx'
+
+
+def num_shards(num_documents: int, shard_documents: int) -> int:
+  """Shards of a split of `num_documents` at `shard_documents` each (at least one, possibly empty)."""
+  return max(1, -(-num_documents // shard_documents))
+
+
+def is_complete(root: pathlib.Path, split: str, index: int) -> bool:
+  """True when shard `index` of `split` was committed (its .idx exists; it is written after the .bin)."""
+  return shard_paths(root, split, index)[1].is_file()
+
+
+def write_shard(root: pathlib.Path, split: str, index: int, documents: sources.Documents,
+                tokenizer: tokenizer_lib.Tokenizer, shard_documents: int, encode_chunk: int = 1024) -> int:
+  """Tokenizes documents [index*D, (index+1)*D) into shard `index` of `split`, committed atomically; returns tokens.
+
+  Each document is followed by eos. Writing twice (two workers, or a rerun) gives the same bytes; the last
+  `os.replace` wins and a reader never sees a partial file.
+  """
+  bin_path, idx_path = shard_paths(root, split, index)
+  dtype = token_dtype(tokenizer.vocab_size)
+  begin, end = index * shard_documents, min((index + 1) * shard_documents, len(documents))
+  starts, total = [], 0
+  with cache.atomic_output(bin_path) as tmp_bin, open(tmp_bin, 'wb') as f:
+    for chunk in range(begin, end, encode_chunk):
+      for ids in tokenizer.encode_batch(documents[chunk:min(chunk + encode_chunk, end)]):
+        ids.append(tokenizer.eos_id)
+        starts.append(total)
+        total += len(ids)
+        f.write(np.asarray(ids, dtype).tobytes())
+  with cache.atomic_output(idx_path) as tmp_idx, open(tmp_idx, 'wb') as f:
+    np.save(f, np.asarray(starts, np.int64))
+  return total
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+  """What a split of the store holds: its documents and how they are cut into shards."""
+  split: str
+  documents: sources.Documents
+  shard_documents: int
+
+  @property
+  def num_shards(self) -> int:
+    return num_shards(len(self.documents), self.shard_documents)
+
+
+def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_lib.Tokenizer) -> dict:
+  """The manifest of a store whose shards are all complete (a pure function of the shards' contents)."""
+  dtype = token_dtype(tokenizer.vocab_size)
+  splits = {}
+  for plan in plans:
+    shards = []
+    for index in range(plan.num_shards):
+      bin_path, idx_path = shard_paths(root, plan.split, index)
+      shards.append({'tokens': bin_path.stat().st_size // dtype.itemsize,
+                     'documents': int(np.load(idx_path, mmap_mode='r').shape[0])})
+    splits[plan.split] = {'documents_fingerprint': plan.documents.fingerprint, 'num_documents': len(plan.documents),
+                          'shard_documents': plan.shard_documents, 'shards': shards,
+                          'tokens': sum(s['tokens'] for s in shards)}
+  return {'format': FORMAT, 'tokenizer_fingerprint': tokenizer.fingerprint, 'vocab_size': tokenizer.vocab_size,
+          'dtype': dtype.name, 'splits': splits}
+
+
+def write_manifest(root: pathlib.Path, content: dict) -> None:
+  """Commits store.json atomically (sorted keys, fixed layout: the same content gives the same bytes)."""
+  with cache.atomic_output(root / MANIFEST) as tmp:
+    tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + '\n')
+
+
+def read_manifest(root: pathlib.Path) -> dict | None:
+  """The store's manifest, or None while it is not complete."""
+  path = root / MANIFEST
+  if not path.is_file():
+    return None
+  content = json.loads(path.read_text())
+  if content.get('format') != FORMAT:
+    raise DataError(f'data.store: {root} has format {content.get("format")!r}, this lm reads {FORMAT!r}; rebuild '
+                    'it with `python -m lm.prepare`')
+  return content
+
+
+def check_matches(root: pathlib.Path, content: dict, tokenizer: tokenizer_lib.Tokenizer,
+                  plans: list[SplitPlan] | None = None) -> None:
+  """Refuses a store made with another tokenizer (or, given `plans`, from other documents), in one line."""
+  if content['tokenizer_fingerprint'] != tokenizer.fingerprint:
+    raise DataError(f'data.tokenizer: the store {root} was made with another tokenizer (fingerprint '
+                    f'{content["tokenizer_fingerprint"][:12]}, this run {tokenizer.fingerprint[:12]}); set '
+                    f'--config.data.tokenizer={root / TOKENIZER} or rebuild the store with `python -m lm.prepare`')
+  for plan in plans or ():
+    saved = content['splits'].get(plan.split, {})
+    if saved.get('documents_fingerprint') != plan.documents.fingerprint:
+      raise DataError(f'data.store: the {plan.split} split of {root} was made from other documents than this '
+                      'config selects (data.source / path / eval_fraction / max_documents); point data.store at '
+                      'a new directory or rebuild it with `python -m lm.prepare`')
+
+
+class ShardedTokens:
+  """The concatenation of a split's shards as one read-only 1-D token stream: `len`, `stream[a:b]`.
+
+  Each shard is a memmap opened on first use; a slice across a shard boundary concatenates the pieces.
+  """
+
+  def __init__(self, root: pathlib.Path, split: str, split_manifest: dict, dtype: np.dtype):
+    self._paths = [shard_paths(root, split, i)[0] for i in range(len(split_manifest['shards']))]
+    counts = [s['tokens'] for s in split_manifest['shards']]
+    self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # shard k starts at offsets[k]
+    self._dtype = dtype
+    self._maps: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def shard(self, k: int) -> np.ndarray:
+    """The memmap of shard k (empty shards give an empty array)."""
+    if k not in self._maps:
+      size = int(self.offsets[k + 1] - self.offsets[k])
+      self._maps[k] = (np.memmap(self._paths[k], dtype=self._dtype, mode='r', shape=(size,)) if size
+                       else np.zeros((0,), self._dtype))
+    return self._maps[k]
+
+  def __getitem__(self, index):
+    if not isinstance(index, slice) or index.step not in (None, 1):
+      raise TypeError('ShardedTokens supports contiguous slices only')
+    begin, end, _ = index.indices(len(self))
+    if end <= begin:
+      return np.zeros((0,), self._dtype)
+    first = int(np.searchsorted(self.offsets, begin, side='right')) - 1
+    pieces = []
+    k = first
+    while begin < end:
+      local = begin - int(self.offsets[k])
+      take = min(end, int(self.offsets[k + 1])) - begin
+      pieces.append(self.shard(k)[local:local + take])
+      begin += take
+      k += 1
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+class ShardedStarts:
+  """The global document start offsets of a split, from the shards' .idx files (memmaps), without loading them.
+
+  `starts.document_of(positions)` is `searchsorted(starts, positions, 'right') - 1`; `starts.start_of(docs)` is
+  `starts[docs]`; `np.asarray(starts)` loads them all (BERT's pair sampler wants the whole array).
+  """
+
+  def __init__(self, root: pathlib.Path, split: str, split_manifest: dict, token_offsets: np.ndarray):
+    self._paths = [shard_paths(root, split, i)[1] for i in range(len(split_manifest['shards']))]
+    counts = [s['documents'] for s in split_manifest['shards']]
+    self.doc_offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    self.token_offsets = token_offsets
+    self._maps: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return int(self.doc_offsets[-1])
+
+  def _local(self, k: int) -> np.ndarray:
+    if k not in self._maps:
+      self._maps[k] = np.load(self._paths[k], mmap_mode='r')
+    return self._maps[k]
+
+  def document_of(self, positions: np.ndarray) -> np.ndarray:
+    """The index of the document holding each stream position."""
+    positions = np.asarray(positions, np.int64)
+    shards = np.searchsorted(self.token_offsets, positions, side='right') - 1
+    out = np.empty(positions.shape, np.int64)
+    for k in np.unique(shards):
+      at = shards == k
+      local = np.searchsorted(self._local(k), positions[at] - self.token_offsets[k], side='right') - 1
+      out[at] = local + self.doc_offsets[k]
+    return out
+
+  def start_of(self, docs: np.ndarray) -> np.ndarray:
+    """The stream offset where each document starts."""
+    docs = np.asarray(docs, np.int64)
+    shards = np.searchsorted(self.doc_offsets, docs, side='right') - 1
+    out = np.empty(docs.shape, np.int64)
+    for k in np.unique(shards):
+      at = shards == k
+      out[at] = np.asarray(self._local(k)[docs[at] - self.doc_offsets[k]]) + self.token_offsets[k]
+    return out
+
+  def __array__(self, dtype=None, copy=None):
+    parts = [np.asarray(self._local(k)) + self.token_offsets[k] for k in range(len(self._paths))]
+    whole = np.concatenate(parts) if parts else np.zeros((0,), np.int64)
+    return whole.astype(dtype) if dtype is not None else whole
+
+
+def open_split(root: pathlib.Path, content: dict, split: str) -> tuple[ShardedTokens, ShardedStarts]:
+  """(tokens, document starts) of one split of a complete store."""
+  if split not in content['splits']:
+    raise DataError(f'data.store: {root} has no {split} split (has {sorted(content["splits"])}); rebuild it with '
+                    '`python -m lm.prepare`')
+  split_manifest = content['splits'][split]
+  tokens = ShardedTokens(root, split, split_manifest, np.dtype(content['dtype']))
+  return tokens, ShardedStarts(root, split, split_manifest, tokens.offsets)
+
+
+def remove_stale_temporaries(root: pathlib.Path) -> int:
+  """Deletes the temporary files a killed build left behind (only safe while no other build writes here)."""
+  stale = [p for p in root.rglob('.*.tmp') if p.is_file()]
+  for path in stale:
+    os.remove(path)
+  return len(stale)
