@@ -72,6 +72,33 @@ def test_two_processes_give_the_losses_of_one(one_process, two_processes):
   np.testing.assert_allclose(evals[1], evals[0], rtol=1e-4)
 
 
+def _global_batches(config, rows, process_count: int, start_step: int, steps: int = 3) -> list[list[tuple]]:
+  """The rows of the global batches of steps start_step+1.. as `process_count` processes read them (sorted)."""
+  iterators = [pipeline.train_iterator(config, rows, p, process_count, start_step=start_step)
+               for p in range(process_count)]
+  return [sorted(tuple(r) for it in iterators for r in next(it)['inputs'].tolist()) for _ in range(steps)]
+
+
+def test_a_resume_with_another_process_count_continues_with_the_same_global_batches(tiny_config, tiny_data):
+  one = _global_batches(tiny_config, tiny_data[1], 1, 0, steps=4)  # steps 1..4 of one uninterrupted process
+  assert _global_batches(tiny_config, tiny_data[1], 2, 0) == one[:3]
+  assert _global_batches(tiny_config, tiny_data[1], 2, 1) == one[1:]  # 1 process until step 1, then 2
+  assert _global_batches(tiny_config, tiny_data[1], 1, 1) == one[1:]
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_as_one_process(one_process, two_processes, tmp_path):
+  import shutil
+  workdir = str(tmp_path / 'wd')
+  shutil.copytree(two_processes, workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))  # resume the 2-process run from its step 6
+  result = _run(['-m', 'lm.main', *ARGS, f'--workdir={workdir}'], devices=8)
+  assert result.returncode == 0 and 'Resuming from checkpoint step 6' in result.stdout, result.stderr[-3000:]
+  one, resumed = _losses(one_process), _losses(workdir)
+  assert sorted(resumed) == list(range(1, 13))
+  np.testing.assert_allclose([resumed[s] for s in range(7, 13)], [one[s] for s in range(7, 13)], rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_two_slices_over_dcn_give_the_same_losses(one_process, tmp_path_factory):
   workdir = _two_processes(tmp_path_factory, 'dcn', '--config.mesh.dcn_data=2', '--config.mesh.fsdp=2')

@@ -1,7 +1,7 @@
 """From config to batches: tokenize each split once (cached), cut into examples, and iterate with grain.
 
   tokenizer, train_rows, eval_rows = pipeline.prepare(config)
-  it = pipeline.train_iterator(config, train_rows)       # grain DatasetIterator: next(it), get_state/set_state
+  it = pipeline.train_iterator(config, train_rows, start_step=s)  # grain DatasetIterator: next(it) = step s+1
   eval_batches = pipeline.eval_batches(config, eval_rows)  # the same list every evaluation
 
 Each batch is a dict of numpy arrays whose leading dimension is this process's share of config.batch_size: packed
@@ -119,15 +119,16 @@ def _local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> 
   return config.batch_size // process_count
 
 
-def train_iterator(config: ml_collections.ConfigDict, rows: Examples,
-                   process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
-  """An endless iterator over this process's training batches; checkpoint it with get_state()/set_state().
+def train_iterator(config: ml_collections.ConfigDict, rows: Examples, process_index: int | None = None,
+                   process_count: int | None = None, start_step: int = 0) -> grain.DatasetIterator:
+  """An endless iterator over this process's training batches from global step `start_step` + 1 on.
 
   Rows are shuffled (if data.shuffle) with config.seed and reshuffled every epoch; global step s takes rows
   s*B .. s*B+B-1 of that order (B = batch_size) and process p gets every process_count-th of them, so the
   processes' batches of a step are disjoint and together are the one-process batch. BERT examples are made from
   their anchors by `rows.make_example` with an rng seeded by (config.seed, position in the repeated order), so
-  every epoch has new pairs and masks, and a resumed iterator reproduces them.
+  every epoch has new pairs and masks, and a resumed iterator reproduces them. The global batch of a step is a
+  function of (seed, step) alone, so a run resumed with another process count continues with the same batches.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -137,6 +138,7 @@ def train_iterator(config: ml_collections.ConfigDict, rows: Examples,
     ds = ds.shuffle(seed=config.seed)
   ds = _make_examples(ds.repeat(None), rows, config.seed)
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
+  ds = ds[start_step:] if start_step else ds
   options = grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)
   return iter(ds.to_iter_dataset(options))
 

@@ -1,5 +1,5 @@
-"""Orbax checkpoints of the train state and the grain data-iterator position, in `<workdir>/checkpoints`; restoring
-the parameters alone (for inference and init_from, see pretrained.py)."""
+"""Orbax checkpoints of the train state (and the grain data-iterator position, saved but not needed to resume) in
+`<workdir>/checkpoints`; restoring the parameters alone (for inference and init_from, see pretrained.py)."""
 import contextlib
 import logging
 import os
@@ -45,10 +45,11 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 (OSError, tensorstore and orbax errors alike)
       raise _save_error(self.directory, f'write checkpoint {step} (or finish the one before)', e) from e
 
-  def restore(self, step: int, abstract_state, data_iterator):
-    """Restores `step` onto the shardings in `abstract_state` (ShapeDtypeStructs); moves the iterator in place."""
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                              data=grain.checkpoint.CheckpointRestore(data_iterator))
+  def restore(self, step: int, abstract_state):
+    """Restores the train state of `step` onto the shardings in `abstract_state` (ShapeDtypeStructs). The saved
+    data-iterator position is not read: training derives it from the step (pipeline.train_iterator), so a run
+    resumes with any process count; it stays in the checkpoint for tools that read grain state."""
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
     return self.manager.restore(step, args=args)['state']
 
   def set_aside(self, step: int) -> str:

@@ -19,7 +19,7 @@ from lm.store import checkpoint, pretrained, workdir as workdir_lib, writers
 from lm.training import hooks as hooks_lib, optim, progress as progress_lib, state as state_lib, step as step_lib
 
 
-def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_iter):
+def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn):
   """Resume order: this workdir's latest checkpoint, else init_from's parameters on a fresh state, else scratch."""
   latest = ckpt.latest_step()
   if latest is not None:
@@ -27,7 +27,7 @@ def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_i
     if os.path.exists(saved):
       with open(saved) as f:
         resume.check_resume_compatible(config, json.load(f))
-    return _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings), train_iter)
+    return _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings))
   if config.init_from:
     print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
     target = checkpoint.abstract_with_shardings(abstract.params, shardings.params)
@@ -38,7 +38,7 @@ def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn, train_i
   return init_fn(jax.random.PRNGKey(config.seed)), 0
 
 
-def _restore_newest_good(ckpt, target, train_iter):
+def _restore_newest_good(ckpt, target):
   """(state, step) of the newest checkpoint that restores. Newer ones that fail (a truncated or missing file) are
   reported with their path and moved aside to checkpoints_unreadable/ (never deleted) so that their steps can be
   written again. If none restores (e.g. a config that does not fit them) nothing is moved: CheckpointError."""
@@ -46,7 +46,7 @@ def _restore_newest_good(ckpt, target, train_iter):
   for step in sorted(ckpt.manager.all_steps(), reverse=True):
     print(f'Resuming from checkpoint step {step} in {ckpt.directory}', flush=True)
     try:
-      state = ckpt.restore(step, target, train_iter)
+      state = ckpt.restore(step, target)
     except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types for a damaged file)
       failed.append((step, ' '.join(str(e).split())[:300]))
       continue
@@ -84,12 +84,12 @@ class Trainer:
     self.model = registry.build(config.model)
     tx = optim.build(config)
     abstract, self.shardings, init_fn = state_lib.abstract_state(config, self.model, tx, self.mesh)
-    self.train_iter = pipeline.train_iterator(config, train_rows)
     eval_batches = [sharding.global_batch(b, self.mesh) for b in pipeline.eval_batches(config, eval_rows)]
     self.ckpt = checkpoint.Checkpointer(workdir, config)
     with jax.set_mesh(self.mesh):
-      self.state, self.start_step = restore_or_init(config, workdir, self.ckpt, abstract, self.shardings, init_fn,
-                                                    self.train_iter)
+      self.state, self.start_step = restore_or_init(config, workdir, self.ckpt, abstract, self.shardings, init_fn)
+    # The data position is the step: any process count resumes with the same global batches.
+    self.train_iter = pipeline.train_iterator(config, train_rows, start_step=self.start_step)
     workdir_lib.write_run_files(config, workdir, self.tokenizer)
     self.p_train, self.p_eval = step_lib.jit_steps(config, self.model, self.shardings, self.mesh)
     self.last_checkpoint, self.pending = self.start_step, []
