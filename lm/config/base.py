@@ -80,8 +80,8 @@ def _data() -> ml_collections.ConfigDict:
   """config.data: corpus, tokenizer and input pipeline."""
   d = ml_collections.ConfigDict()
   d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label) or 'sft' (instruction JSONL)
-  d.source = 'embedded'  # 'embedded' (stdlib text; per task, see WORKSPACE.md), 'text', 'jsonl', 'csv' or 'tfds'
-  d.path = ''  # file or glob for 'text' / 'jsonl' (comma-separated for several)
+  d.source = 'embedded'  # 'embedded' (stdlib text; see WORKSPACE.md), 'text', 'jsonl', 'csv', 'parquet' or 'tfds'
+  d.path = ''  # files or globs for 'text' / 'jsonl' / 'parquet', comma-separated; local or gs://, plain, .gz or .zst
   d.text_key = 'text'  # field holding the text in 'jsonl'/'csv' records and tfds examples
   d.text_b_key = ''  # classify: field of the second text of a pair, e.g. 'hypothesis' ('' = single texts)
   d.label_key = 'label'  # classify: field of the label (integer, or strings mapped to ids in sorted order)

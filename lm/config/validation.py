@@ -18,7 +18,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
     'model.remat': ('none', 'full', 'dots'),
     'data.task': ('pretrain', 'classify', 'sft'),
-    'data.source': ('embedded', 'text', 'jsonl', 'csv', 'tfds'),
+    'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds'),
     'data.packing': ('packed', 'concat'),
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw',),
@@ -108,7 +108,7 @@ def _check_model(config):
 def _check_data_and_objectives(config):
   from lm import objectives  # local: objectives imports jax, which validation of plain fields does not need
   d = config.data
-  if d.source in ('text', 'jsonl', 'csv') and not d.path:
+  if d.source in ('text', 'jsonl', 'csv', 'parquet') and not d.path:
     raise ConfigError(f'data.path is empty but data.source={d.source!r} needs it; set --config.data.path=FILES')
   if d.source == 'tfds' and not d.tfds_name:
     raise ConfigError("data.tfds_name is empty but data.source='tfds' needs it, e.g. --config.data.tfds_name=lm1b")
@@ -129,7 +129,7 @@ def _check_data_and_objectives(config):
 
 # data.task -> (the objectives it feeds, the sources it reads); the model families that take it: Family.tasks
 TASKS = {
-    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'tfds')),
+    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'parquet', 'tfds')),
     'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds')),
     'sft': (('clm',), ('embedded', 'jsonl')),
 }

@@ -1,12 +1,13 @@
-"""Document sources: the embedded corpus, text files, jsonl files and tfds datasets.
+"""Document sources: the embedded corpus, text, jsonl and parquet files (local or remote, .gz / .zst; files.py) and
+tfds datasets.
 
 `get_documents(data_cfg, split)` returns the documents of the 'train' or 'eval' split as a random-access sequence
 of strings with a `fingerprint` that changes when the data (or the split selection) changes. A source without an
 eval split of its own gives each document to eval iff a stable hash of its id falls under data.eval_fraction, so
 the split is by document and the same on every machine and run.
 """
+import bisect
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import ml_collections
 
+from lm.data import files
 from lm.errors import DataError
 
 SPLITS = ('train', 'eval')
@@ -129,29 +131,20 @@ def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
 
 
 def expand_paths(path: str, kind: str, key: str = 'data.path') -> list[str]:
-  """Files matched by the comma-separated globs in `path` (config key `key`), in order, each once."""
-  patterns = [p.strip() for p in path.split(',') if p.strip()]
-  if not patterns:
-    raise DataError(f"{key} is empty; set --config.{key} to {kind} files (globs, comma-separated)")
-  paths = []
-  for pattern in patterns:
-    matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
-    if not matches:
-      raise DataError(f"{key}: no file matches {pattern!r}; set --config.{key} to existing {kind} files")
-    paths += [p for p in matches if p not in paths]
-  return paths
+  """Files (local or remote, plain or compressed) matched by the comma-separated globs in `path` (config `key`)."""
+  return files.expand(path, kind, key)
 
 
 def files_fingerprint(kind: str, paths: list[str], *extra) -> str:
-  stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
-  return sha256(kind, *extra, *stats)
+  """Changes when a file's path, size or modification time changes."""
+  return sha256(kind, *extra, *[(p, *files.stat(p)) for p in paths])
 
 
 def _text(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
   """One document per file; files are read when a document is asked for."""
   del split
   paths = expand_paths(data_cfg.path, 'text')
-  read = lambda i: pathlib.Path(paths[i]).read_text(encoding='utf-8', errors='replace')
+  read = lambda i: files.read_text(paths[i])
   return _Raw(len(paths), paths.__getitem__, read, files_fingerprint('text', paths), held_out=True)
 
 
@@ -164,7 +157,7 @@ def read_jsonl(paths: list[str], required: dict[str, str], id_root: str | None =
   """
   for path in paths:
     name = os.path.relpath(path, id_root) if id_root else path
-    with open(path, encoding='utf-8', errors='replace') as f:
+    with files.open_text(path) as f:
       for line_no, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -189,6 +182,56 @@ def _jsonl(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
     ids.append(doc_id)
     texts.append(str(record[data_cfg.text_key]))
   return _list_raw(ids, texts, files_fingerprint('jsonl', paths, data_cfg.text_key))
+
+
+class _ParquetTexts:
+  """Random access to column `key` of parquet files, one row group in memory at a time (sequential reads, as the
+  store builder makes, read each row group once)."""
+
+  def __init__(self, paths: list[str], key: str):
+    import pyarrow.parquet as pq
+    self._paths, self._key, self._cached = paths, key, (None, None)
+    self._groups = []  # (file index, row group, first document index)
+    total = 0
+    for f, path in enumerate(paths):
+      with files.open_binary(path) as handle:
+        meta = pq.ParquetFile(handle).metadata
+        if key not in meta.schema.names:
+          raise DataError(f'data.text_key: {path} has no column {key!r} (has {meta.schema.names}); set '
+                          '--config.data.text_key to the column that holds the text')
+        for g in range(meta.num_row_groups):
+          self._groups.append((f, g, total))
+          total += meta.row_group(g).num_rows
+    self.size = total
+    self._firsts = [first for _, _, first in self._groups]
+
+  def _group_texts(self, g: int) -> list:
+    if self._cached[0] != g:
+      import pyarrow.parquet as pq
+      f, group, _ = self._groups[g]
+      with files.open_binary(self._paths[f]) as handle:
+        column = pq.ParquetFile(handle).read_row_group(group, columns=[self._key]).column(0)
+      self._cached = (g, column.to_pylist())
+    return self._cached[1]
+
+  def doc_id(self, i: int) -> str:
+    g = bisect.bisect_right(self._firsts, i) - 1
+    f, group, first = self._groups[g]
+    return f'{self._paths[f]}:{group}:{i - first}'
+
+  def text(self, i: int) -> str:
+    g = bisect.bisect_right(self._firsts, i) - 1
+    value = self._group_texts(g)[i - self._groups[g][2]]
+    return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value or '')
+
+
+def _parquet(data_cfg: ml_collections.ConfigDict, split: str) -> _Raw:
+  """One document per row of parquet files (most Hugging Face datasets); the text is column data.text_key."""
+  del split
+  paths = expand_paths(data_cfg.path, 'parquet')
+  texts = _ParquetTexts(paths, data_cfg.text_key)
+  return _Raw(texts.size, texts.doc_id, texts.text, files_fingerprint('parquet', paths, data_cfg.text_key),
+              held_out=True)
 
 
 def tfds_source(data_cfg: ml_collections.ConfigDict, tfds_split: str):
@@ -237,6 +280,7 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], _Raw]] = {
     'embedded': _embedded,
     'text': _text,
     'jsonl': _jsonl,
+    'parquet': _parquet,
     'tfds': _tfds,
 }
 
