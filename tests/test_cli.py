@@ -17,6 +17,8 @@ CASES = [
     ('lm.convert', ['from_hf', '--hf_dir={missing}', '--workdir={missing}/out'], 'no config.json there'),
     ('lm.bench', ['--config=configs/bert_tiny.py:test', '--mode=decode'], "model.type='bert' does not generate text"),
     ('lm.aot', ['--config=configs/gpt_tiny.py:test', '--topology=v9x-8'], '--topology=v9x-8'),
+    ('lm.prepare', ['--config=configs/gpt_tiny.py:test', '--config.data.store={missing}', '--workers=0'],
+     '--workers=0: must be >= 1'),
 ]
 
 
