@@ -30,6 +30,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   config, config_path = cli.loaded_config(_CONFIG)
+  workdir = os.path.expanduser(_WORKDIR.value or default_workdir(config_path))
+  if '://' in workdir:  # before anything is written: never a local folder named 'gs:'
+    cli.fail(f'--workdir={workdir}: lm writes workdirs to local paths only so far; give a local path, or mount the '
+             'bucket (gcsfuse) and give the mount point')
   import jax  # after flag parsing and the config file, so --help and their errors are instant
 
   from lm.errors import LmError
@@ -40,7 +44,6 @@ def main(argv):
     cli.fail(e)
   if jax.process_count() > 1:
     print(f'Distributed: {where}; {jax.local_device_count()} local of {jax.device_count()} devices', flush=True)
-  workdir = os.path.expanduser(_WORKDIR.value or default_workdir(config_path))
   if not _WORKDIR.value:
     print(f'Workdir: {workdir}', flush=True)
   from lm.config import validation
