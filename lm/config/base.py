@@ -100,6 +100,8 @@ def _data() -> ml_collections.ConfigDict:
   d.tokenizer_sentences = 300000  # lines sampled from the corpus to train the tokenizer
   d.tokenizer_sample_bytes = 100_000_000  # train the tokenizer on every k-th document, about this much text (0 = all)
   d.store = ''  # token store directory (lm.prepare writes it; '' = a cache entry keyed by documents + tokenizer)
+  d.mixture = ml_collections.ConfigDict()  # pretrain on several sources by weight: {name: {weight, data keys}}, see
+  # lm/data/mixture.py; empty = the one source above. Eval reports eval/<name>/* per source and eval/* pooled
   d.store_shard_documents = 10000  # documents per token-store shard (the unit of parallel, resumable preparation)
   d.mask_prob = 0.15  # BERT examples: fraction of maskable tokens chosen for MLM (80% [MASK] / 10% random / 10% kept)
   d.max_predictions_per_seq = 20  # BERT examples: cap on MLM predictions per sequence (gathered positions)

@@ -8,7 +8,7 @@ import ml_collections
 from lm.config import base
 from lm.errors import ConfigError
 
-FREE_FORM = ('objectives',)  # sub-dicts whose keys are names, checked against a registry instead of the base
+FREE_FORM = ('objectives', 'data.mixture')  # sub-dicts whose keys are names, checked on their own, not by the base
 # Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.
 RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data.source', 'data.path',
                 'data.text_key', 'data.tfds_name', 'data.train_split',
@@ -17,12 +17,12 @@ RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data
                 'batch_size', 'seed', 'optimizer.name')
 
 
-def _merge(target: ml_collections.ConfigDict, saved: dict) -> None:
+def _merge(target: ml_collections.ConfigDict, saved: dict, prefix: str = '') -> None:
   for key, value in saved.items():
     if key not in target:
       continue  # a key an older version wrote
-    if isinstance(target[key], ml_collections.ConfigDict) and key not in FREE_FORM:
-      _merge(target[key], value)
+    if isinstance(target[key], ml_collections.ConfigDict) and prefix + key not in FREE_FORM:
+      _merge(target[key], value, f'{prefix}{key}.')
     else:
       target[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
 

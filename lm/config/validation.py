@@ -112,6 +112,11 @@ def _check_data_and_objectives(config):
     raise ConfigError(f'data.path is empty but data.source={d.source!r} needs it; set --config.data.path=FILES')
   if d.source == 'tfds' and not d.tfds_name:
     raise ConfigError("data.tfds_name is empty but data.source='tfds' needs it, e.g. --config.data.tfds_name=lm1b")
+  if d.mixture:
+    from lm.data import mixture
+    if d.task != 'pretrain':
+      raise ConfigError(f"data.mixture mixes pretraining sources; data.task={d.task!r} reads one record set")
+    mixture.components(config)
   if '://' in d.store:
     raise ConfigError(f'data.store={d.store!r}: token stores are local paths only so far; give a local path or a '
                       'mounted bucket (gcsfuse)')

@@ -21,6 +21,7 @@ from lm.data import (
   bert,
   classification,
   instructions,
+  mixture,
   packing,
   sources,
   store,
@@ -78,6 +79,23 @@ def _prepare_sft(config: ml_collections.ConfigDict):
   return tokenizer, *(instructions.InstructionExamples(r, tokenizer, config.seq_len) for r in (train, eval_))
 
 
+def _prepare_mixture(config: ml_collections.ConfigDict):
+  """Every source of data.mixture in its own store, all with one tokenizer (mixture.py)."""
+  parts = mixture.components(config)
+  tokenizer = None
+  if not tokenizer_lib.given_path(config):
+    source = mixture.tokenizer_source(parts)
+    tokenizer = store_builder.store_tokenizer(source.config, sources.get_documents(source.config.data, 'train'))
+  train, eval_ = [], []
+  for part in parts:
+    built = store_builder.build(part.config, tokenizer=tokenizer)
+    tokenizer = built.tokenizer
+    train.append(_rows(part.config, tokenizer, built.root, built.content, 'train'))
+    eval_.append(_rows(part.config, tokenizer, built.root, built.content, 'eval'))
+  names, weights = [p.name for p in parts], [p.weight for p in parts]
+  return tokenizer, mixture.MixedRows(names, weights, train), mixture.MixedRows(names, weights, eval_)
+
+
 def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer, Examples, Examples]:
   """Returns (tokenizer, train examples, eval examples), tokenizing each split once into the cache.
 
@@ -94,6 +112,8 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
     return _prepare_classify(config)
   if config.data.task == 'sft':
     return _prepare_sft(config)
+  if config.data.mixture:
+    return _prepare_mixture(config)
   built = store_builder.build(config)
   train, eval_ = (_rows(config, built.tokenizer, built.root, built.content, split) for split in ('train', 'eval'))
   return built.tokenizer, train, eval_
@@ -119,6 +139,14 @@ def _local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> 
   return config.batch_size // process_count
 
 
+def _endless_examples(config: ml_collections.ConfigDict, rows: Examples, seed: int) -> grain.MapDataset:
+  """The examples of `rows`, shuffled with `seed` (if data.shuffle) and reshuffled every epoch, without end."""
+  ds = grain.MapDataset.source(rows)
+  if config.data.shuffle:
+    ds = ds.shuffle(seed=seed)
+  return _make_examples(ds.repeat(None), rows, seed)
+
+
 def train_iterator(config: ml_collections.ConfigDict, rows: Examples, process_index: int | None = None,
                    process_count: int | None = None, start_step: int = 0) -> grain.DatasetIterator:
   """An endless iterator over this process's training batches from global step `start_step` + 1 on.
@@ -133,10 +161,11 @@ def train_iterator(config: ml_collections.ConfigDict, rows: Examples, process_in
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   local_batch = _local_batch_size(config, process_count)
-  ds = grain.MapDataset.source(rows)
-  if config.data.shuffle:
-    ds = ds.shuffle(seed=config.seed)
-  ds = _make_examples(ds.repeat(None), rows, config.seed)
+  if isinstance(rows, mixture.MixedRows):  # each source shuffled and repeated on its own, then mixed by weight
+    parts = [_endless_examples(config, part, config.seed + k) for k, part in enumerate(rows.parts)]
+    ds = grain.MapDataset.mix(parts, rows.weights)
+  else:
+    ds = _endless_examples(config, rows, config.seed)
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
   ds = ds[start_step:] if start_step else ds
   options = grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)
@@ -169,6 +198,8 @@ def eval_batches(config: ml_collections.ConfigDict, rows: Examples,
   eval_steps = 0: every eval row once, the last batch filled with zero-weight copies. Sliced across processes like
   `train_iterator` (BERT examples use the fixed seed config.seed + 1: the same pairs and masks every evaluation).
   """
+  if isinstance(rows, mixture.MixedRows):  # every source's batches, one after another
+    return [b for part in rows.parts for b in eval_batches(config, part, process_index, process_count)]
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   local_batch = _local_batch_size(config, process_count)
@@ -181,6 +212,15 @@ def eval_batches(config: ml_collections.ConfigDict, rows: Examples,
   ds = ds[process_index::process_count]
   ds = ds.batch(local_batch, drop_remainder=True)
   return [ds[step] for step in range(num_batches)]
+
+
+def eval_sets(config: ml_collections.ConfigDict, rows: Examples, process_index: int | None = None,
+              process_count: int | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+  """{'': the eval batches} or, for a data.mixture, {source name: that source's eval batches}."""
+  if isinstance(rows, mixture.MixedRows):
+    return {name: eval_batches(config, part, process_index, process_count)
+            for name, part in zip(rows.names, rows.parts)}
+  return {'': eval_batches(config, rows, process_index, process_count)}
 
 
 def batch_spec(config: ml_collections.ConfigDict) -> dict:

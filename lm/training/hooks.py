@@ -140,14 +140,22 @@ def _print_metrics(title: str, step: int, metrics: dict) -> None:
 class Evaluation(Hook):
   """Every eval_every_steps (0 = never) and at the end: the eval objectives over the fixed eval batches."""
 
-  def __init__(self, config, p_eval, batches: list):
-    self.every, self.p_eval, self.batches = config.eval_every_steps, p_eval, batches
+  def __init__(self, config, p_eval, batches: list | dict):
+    """`batches`: the eval batches, or {source name: its batches} of a data.mixture ('' = the one source)."""
+    self.every, self.p_eval = config.eval_every_steps, p_eval
+    self.sets = batches if isinstance(batches, dict) else {'': batches}
     self.weights = dict(config.objectives)
 
   def evaluate(self, trainer, step: int) -> dict:
-    """Runs the eval batches on the current state, writes eval/* and prints them."""
+    """Runs the eval batches on the current state, writes eval/* (and eval/<source>/* for each source of a
+    mixture, eval/* then being their pool) and prints them."""
     with jax.set_mesh(trainer.mesh):
-      out = step_lib.evaluate(self.p_eval, trainer.state.params, self.batches, self.weights)
+      totals = {name: step_lib.eval_totals(self.p_eval, trainer.state.params, b) for name, b in self.sets.items()}
+    out = {}
+    if len(totals) > 1:
+      for name, sums in totals.items():
+        out.update(step_lib.summarize(sums, self.weights, prefix=f'eval/{name}/'))
+    out.update(step_lib.summarize(jax.tree.map(lambda *x: sum(x), *totals.values()), self.weights))
     trainer.writer.write_scalars(step, out)
     _print_metrics('eval', step, out)
     return out

@@ -84,7 +84,8 @@ class Trainer:
     self.model = registry.build(config.model)
     tx = optim.build(config)
     abstract, self.shardings, init_fn = state_lib.abstract_state(config, self.model, tx, self.mesh)
-    eval_batches = [sharding.global_batch(b, self.mesh) for b in pipeline.eval_batches(config, eval_rows)]
+    eval_batches = {name: [sharding.global_batch(b, self.mesh) for b in batches]
+                    for name, batches in pipeline.eval_sets(config, eval_rows).items()}
     self.ckpt = checkpoint.Checkpointer(workdir, config)
     with jax.set_mesh(self.mesh):
       self.state, self.start_step = restore_or_init(config, workdir, self.ckpt, abstract, self.shardings, init_fn)

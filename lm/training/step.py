@@ -89,14 +89,19 @@ def eval_step(params, batch: dict, *, apply_fn, config) -> dict:
   return out
 
 
-def evaluate(p_eval, params, eval_batches: list, weights: dict, prefix: str = 'eval/') -> dict:
-  """<prefix><name>_loss, <name>_accuracy..., <prefix>loss (weighted), perplexity (clm), and an objective's
-  summarized counts (classify: accuracy, f1, macro_f1 unprefixed by the name) over all batches."""
+def eval_totals(p_eval, params, eval_batches: list) -> dict:
+  """The eval step's sums over all batches, on the host: {objective: {name: sum, 'denominator': ..}}."""
   totals = None
   for batch in eval_batches:
     sums = p_eval(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+  return jax.device_get(totals)
+
+
+def summarize(totals: dict, weights: dict, prefix: str = 'eval/') -> dict:
+  """<prefix><name>_loss, <name>_accuracy..., <prefix>loss (weighted), perplexity (clm), and an objective's
+  summarized counts (classify: accuracy, f1, macro_f1 unprefixed by the name) of `eval_totals` sums."""
+  totals = jax.tree.map(lambda x: x, totals)  # summarizing pops from the dicts: leave the caller's intact
   out, loss = {}, 0.0
   for name, sums in totals.items():
     counts = sums.pop('counts', None)
@@ -108,6 +113,11 @@ def evaluate(p_eval, params, eval_batches: list, weights: dict, prefix: str = 'e
   if 'clm' in totals:
     out[f'{prefix}perplexity'] = math.exp(min(out[f'{prefix}clm_loss'], 80.0))
   return out
+
+
+def evaluate(p_eval, params, eval_batches: list, weights: dict, prefix: str = 'eval/') -> dict:
+  """`summarize` of the eval objectives over all `eval_batches`."""
+  return summarize(eval_totals(p_eval, params, eval_batches), weights, prefix)
 
 
 def jit_steps(config, model, shardings, mesh):
