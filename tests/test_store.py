@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from lm.data import packing, store, store_builder, tokenizer as tokenizer_lib
+from lm.data import packing, sources, store, store_builder, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 from runs import REPO
@@ -90,7 +90,8 @@ def test_a_store_of_another_tokenizer_is_refused(small, tmp_path):
     store_builder.build(config)
   config = _with_store(small, tmp_path / 's')
   config.data.max_documents = 200
-  with pytest.raises(DataError, match=r'^data.store: the train split .* other documents'):
+  with pytest.raises(DataError, match=r'^data.max_documents: the store .* was made with data.max_documents=300, this '
+                                      'run has 200'):
     store_builder.build(config)
 
 
@@ -129,3 +130,18 @@ def test_prepare_refuses_a_task_without_documents(lm_cli, tmp_path):
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert result.returncode == 2 and len(errors) == 1 and "data.task='classify'" in errors[0], result.stderr[-2000:]
   assert not (tmp_path / 's').exists()
+
+
+def test_training_reads_a_prepared_store_without_its_source(small, tmp_path):
+  """pipeline.prepare on a complete data.store neither lists nor reads the corpus: here it no longer exists."""
+  from lm.data import pipeline
+  corpus = tmp_path / 'corpus.jsonl'
+  root, ids = sources.stdlib_files()
+  corpus.write_text(''.join(json.dumps({'text': open(f'{root}/{rel}').read()}) + '\n' for rel in ids[:80]))
+  config = _with_store(small, tmp_path / 's')
+  config.data.source, config.data.path, config.data.max_documents = 'jsonl', str(corpus), 0
+  built = store_builder.build(config)
+  corpus.unlink()
+  tokenizer, train, eval_ = pipeline.prepare(config)
+  assert tokenizer.fingerprint == built.tokenizer.fingerprint and len(train) > 0 and len(eval_) > 0
+  assert train.num_tokens == built.content['splits']['train']['tokens']

@@ -86,7 +86,7 @@ class SplitPlan:
     return num_shards(len(self.documents), self.shard_documents)
 
 
-def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_lib.Tokenizer) -> dict:
+def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_lib.Tokenizer, data_cfg) -> dict:
   """The manifest of a store whose shards are all complete (a pure function of the shards' contents)."""
   dtype = token_dtype(tokenizer.vocab_size)
   splits = {}
@@ -100,7 +100,7 @@ def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_li
                           'shard_documents': plan.shard_documents, 'shards': shards,
                           'tokens': sum(s['tokens'] for s in shards)}
   return {'format': FORMAT, 'tokenizer_fingerprint': tokenizer.fingerprint, 'vocab_size': tokenizer.vocab_size,
-          'dtype': dtype.name, 'splits': splits}
+          'dtype': dtype.name, 'source': source_description(data_cfg), 'splits': splits}
 
 
 def write_manifest(root: pathlib.Path, content: dict) -> None:
@@ -121,19 +121,32 @@ def read_manifest(root: pathlib.Path) -> dict | None:
   return content
 
 
-def check_matches(root: pathlib.Path, content: dict, tokenizer: tokenizer_lib.Tokenizer,
-                  plans: list[SplitPlan] | None = None) -> None:
-  """Refuses a store made with another tokenizer (or, given `plans`, from other documents), in one line."""
+# The data keys that say which documents a store holds; recorded in store.json and compared with a run's config.
+SOURCE_KEYS = ('source', 'path', 'text_key', 'tfds_name', 'train_split', 'eval_split', 'eval_fraction',
+               'max_documents')
+
+
+def source_description(data_cfg) -> dict:
+  """{key: value} of SOURCE_KEYS in a config's data section."""
+  return {key: data_cfg[key] for key in SOURCE_KEYS}
+
+
+def check_matches(root: pathlib.Path, content: dict, tokenizer: tokenizer_lib.Tokenizer, data_cfg,
+                  splits: tuple[str, ...]) -> None:
+  """Refuses, in one line naming the key, a store made with another tokenizer, from other data keys, or without one
+  of `splits`. (Files changed under the same data keys are not detected: the store is not compared with its source
+  again; a store in the cache has the documents' fingerprint in its name.)"""
   if content['tokenizer_fingerprint'] != tokenizer.fingerprint:
     raise DataError(f'data.tokenizer: the store {root} was made with another tokenizer (fingerprint '
                     f'{content["tokenizer_fingerprint"][:12]}, this run {tokenizer.fingerprint[:12]}); set '
                     f'--config.data.tokenizer={root / TOKENIZER} or rebuild the store with `python -m lm.prepare`')
-  for plan in plans or ():
-    saved = content['splits'].get(plan.split, {})
-    if saved.get('documents_fingerprint') != plan.documents.fingerprint:
-      raise DataError(f'data.store: the {plan.split} split of {root} was made from other documents than this '
-                      'config selects (data.source / path / eval_fraction / max_documents); point data.store at '
-                      'a new directory or rebuild it with `python -m lm.prepare`')
+  for key, value in source_description(data_cfg).items():
+    if content['source'][key] != value:
+      raise DataError(f'data.{key}: the store {root} was made with data.{key}={content["source"][key]!r}, this run '
+                      f'has {value!r}; give the data keys lm.prepare had, or point data.store at a new directory')
+  missing = [split for split in splits if split not in content['splits']]
+  if missing:
+    raise DataError(f'data.store: {root} has no {missing[0]} split; rebuild it with `python -m lm.prepare`')
 
 
 class ShardedTokens:

@@ -38,9 +38,10 @@ def store_root(config: ml_collections.ConfigDict, split_plans: list[store.SplitP
   return cache.cache_dir(config.data) / 'stores' / key
 
 
-def store_tokenizer(config: ml_collections.ConfigDict, train: sources.Documents) -> tokenizer_lib.Tokenizer:
+def store_tokenizer(config: ml_collections.ConfigDict,
+                    train: sources.Documents | None = None) -> tokenizer_lib.Tokenizer:
   """The tokenizer of data.store when it has one and the config names none; else the config's (trained on a
-  bounded sample of `train` if need be: tokenizer.get_tokenizer)."""
+  bounded sample of the train split, `train` if given: tokenizer.get_tokenizer)."""
   saved = pathlib.Path(config.data.store).expanduser() / store.TOKENIZER if config.data.store else None
   if saved is not None and saved.is_file() and not tokenizer_lib.given_path(config):
     tokenizer = tokenizer_lib.Tokenizer.load(saved)
@@ -101,15 +102,26 @@ def build(config: ml_collections.ConfigDict, workers: int = 1, num_hosts: int = 
 
   remove_temporaries: first delete the temporary files a killed build left in the store (only when nothing else
   writes there now: `lm.prepare` on one host does; the processes of a training job, building together, do not).
+
+  A complete data.store is used as it is: the source is not listed or read again, only its tokenizer and data keys
+  are checked against the config's.
   """
+  done = {'tokens': 0, 'shards': 0, 'seconds': 0.0}
+  if config.data.store:
+    root = pathlib.Path(config.data.store).expanduser()
+    content = store.read_manifest(root)
+    if content is not None:
+      tokenizer = tokenizer or store_tokenizer(config)
+      store.check_matches(root, content, tokenizer, config.data, splits)
+      return Built(root, content, tokenizer, done)
   split_plans = plans(config, splits)
   if tokenizer is None:
     tokenizer = store_tokenizer(config, split_plans[0].documents)
   root = store_root(config, split_plans, tokenizer)
   content = store.read_manifest(root)
   if content is not None:
-    store.check_matches(root, content, tokenizer, split_plans)
-    return Built(root, content, tokenizer, {'tokens': 0, 'shards': 0, 'seconds': 0.0})
+    store.check_matches(root, content, tokenizer, config.data, splits)
+    return Built(root, content, tokenizer, done)
   if remove_temporaries and root.is_dir():
     store.remove_stale_temporaries(root)
   if isinstance(tokenizer, tokenizer_lib.Tokenizer) and not (root / store.TOKENIZER).is_file():
@@ -121,6 +133,6 @@ def build(config: ml_collections.ConfigDict, workers: int = 1, num_hosts: int = 
   stats = {'tokens': tokens, 'shards': len(tasks), 'seconds': time.perf_counter() - start}
   if _pending(root, split_plans, 1, 0):
     return Built(root, None, tokenizer, stats)
-  content = store.manifest(root, split_plans, tokenizer)
+  content = store.manifest(root, split_plans, tokenizer, config.data)
   store.write_manifest(root, content)
   return Built(root, content, tokenizer, stats)
