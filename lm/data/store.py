@@ -52,11 +52,12 @@ def is_complete(root: pathlib.Path, split: str, index: int) -> bool:
 
 
 def write_shard(root: pathlib.Path, split: str, index: int, documents: sources.Documents,
-                tokenizer: tokenizer_lib.Tokenizer, shard_documents: int, encode_chunk: int = 1024) -> int:
+                tokenizer: tokenizer_lib.Tokenizer, shard_documents: int, encode_chunk: int = 1024,
+                threads: int = 0) -> int:
   """Tokenizes documents [index*D, (index+1)*D) into shard `index` of `split`, committed atomically; returns tokens.
 
-  Each document is followed by eos. Writing twice (two workers, or a rerun) gives the same bytes; the last
-  `os.replace` wins and a reader never sees a partial file.
+  Each document is followed by eos; `threads` SentencePiece threads (0 = all cores). Writing twice (two workers,
+  or a rerun) gives the same bytes; the last `os.replace` wins and a reader never sees a partial file.
   """
   bin_path, idx_path = shard_paths(root, split, index)
   dtype = token_dtype(tokenizer.vocab_size)
@@ -64,7 +65,7 @@ def write_shard(root: pathlib.Path, split: str, index: int, documents: sources.D
   starts, total = [], 0
   with cache.atomic_output(bin_path) as tmp_bin, open(tmp_bin, 'wb') as f:
     for chunk in range(begin, end, encode_chunk):
-      for ids in tokenizer.encode_batch(documents[chunk:min(chunk + encode_chunk, end)]):
+      for ids in tokenizer.encode_batch(documents[chunk:min(chunk + encode_chunk, end)], num_threads=threads):
         ids.append(tokenizer.eos_id)
         starts.append(total)
         total += len(ids)

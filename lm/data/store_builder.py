@@ -69,12 +69,13 @@ def _run_task(args: tuple[str, int, int]) -> int:
   root, p, k = args
   plan = _WORKER['plans'][p]
   return store.write_shard(pathlib.Path(root), plan.split, k, plan.documents, _WORKER['tokenizer'],
-                           plan.shard_documents)
+                           plan.shard_documents, threads=1)  # a worker per core
 
 
 def _write_shards(config, root, split_plans, tokenizer, tasks, workers: int) -> int:
-  """Writes the shards of `tasks`; returns their tokens. Several workers: a spawned process pool (no fork of a
-  process that may hold jax or threads); a Hugging Face tokenizer is used in this process only."""
+  """Writes the shards of `tasks`; returns their tokens. One worker: here, SentencePiece on every core. Several: a
+  spawned process pool (no fork of a process that may hold jax or threads), one SentencePiece thread each; a
+  Hugging Face tokenizer is used in this process only."""
   if workers <= 1 or len(tasks) <= 1 or not isinstance(tokenizer, tokenizer_lib.Tokenizer):
     return sum(store.write_shard(root, split_plans[p].split, k, split_plans[p].documents, tokenizer,
                                  split_plans[p].shard_documents) for p, k in tasks)
