@@ -145,3 +145,12 @@ def test_training_reads_a_prepared_store_without_its_source(small, tmp_path):
   tokenizer, train, eval_ = pipeline.prepare(config)
   assert tokenizer.fingerprint == built.tokenizer.fingerprint and len(train) > 0 and len(eval_) > 0
   assert train.num_tokens == built.content['splits']['train']['tokens']
+
+
+def test_the_tokenizer_sample_is_every_kth_document_and_small_corpora_are_whole(small):
+  docs = sources.get_documents(small.data, 'train')
+  assert sources.sample(docs, 0) is docs and sources.sample(docs, 10**12) is docs
+  total = sum(len(docs[i].encode()) for i in range(len(docs)))
+  sampled = sources.sample(docs, total // 10)
+  assert any(sampled[:] == docs[::stride] for stride in range(8, 13)), len(sampled)
+  assert sampled.fingerprint != docs.fingerprint
