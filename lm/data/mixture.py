@@ -1,10 +1,12 @@
 """Pretraining on several sources at once, sampled by weight: `data.mixture`.
 
   c.data.mixture.web = ml_collections.ConfigDict({'weight': 0.7, 'source': 'parquet', 'path': 'gs://b/web/*.parquet'})
-  c.data.mixture.code = ml_collections.ConfigDict({'weight': 0.3, 'store': '/data/stores/code'})
+  c.data.mixture.code = ml_collections.ConfigDict({'weight': 0.3, 'source': 'jsonl', 'path': '/data/code/*.jsonl',
+                                                   'store': '/data/stores/code'})  # prepared ahead by lm.prepare
 
 Each entry is a weight plus the data keys (SOURCE_KEYS) in which that source differs from config.data. Every source
-gets its own token store, all made with one tokenizer: data.tokenizer, else the one trained on the heaviest source
+gets its own token store (its data.store, checked against its data keys, else a cache entry), all made with one
+tokenizer: data.tokenizer, else the one trained on the heaviest source
 (ties: the first name in sorted order). Training rows are drawn from the sources in proportion to their weights by
 grain's deterministic mix (each source shuffled and repeated on its own), so a step's global batch is still a
 function of (seed, step); evaluation reports every source (eval/<name>/...) and their pool (eval/...).

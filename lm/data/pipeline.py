@@ -82,10 +82,8 @@ def _prepare_sft(config: ml_collections.ConfigDict):
 def _prepare_mixture(config: ml_collections.ConfigDict):
   """Every source of data.mixture in its own store, all with one tokenizer (mixture.py)."""
   parts = mixture.components(config)
-  tokenizer = None
-  if not tokenizer_lib.given_path(config):
-    source = mixture.tokenizer_source(parts)
-    tokenizer = store_builder.store_tokenizer(source.config, sources.get_documents(source.config.data, 'train'))
+  tokenizer = None if tokenizer_lib.given_path(config) else store_builder.store_tokenizer(
+      mixture.tokenizer_source(parts).config)
   train, eval_ = [], []
   for part in parts:
     built = store_builder.build(part.config, tokenizer=tokenizer)
