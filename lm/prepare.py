@@ -7,8 +7,9 @@ Trains the tokenizer on a bounded sample of the train split (data.tokenizer_samp
 the store has one, then writes the shards this host owns (k % num_hosts == host_index) with --workers local
 processes, skipping shards already committed, so a killed run is resumed by running it again. Whoever finds every
 shard committed writes store.json; `lm.main` with the same config (and data.store) then trains from the store.
-The store is the same bytes for any --workers / --num_hosts. Prints one progress line, then one JSON line:
-{"store", "complete", "shards", "tokens", "seconds", "tokens_per_sec"} of the work done here.
+The store is the same bytes for any --workers / --num_hosts. A data.mixture gets one store per source. Prints,
+per store, one progress line, then one JSON line: {"source", "store", "complete", "shards", "tokens", "seconds",
+"tokens_per_sec"} of the work done here.
 """
 import json
 import os
@@ -49,20 +50,27 @@ def main(argv):
     if config.data.task != 'pretrain':
       raise DataError(f"data.task={config.data.task!r}: the token store holds pretraining documents; 'classify' "
                       "and 'sft' tokenize their records on the fly")
-    built = store_builder.build(config, workers=_WORKERS.value, num_hosts=_NUM_HOSTS.value,
-                                host_index=_HOST_INDEX.value, remove_temporaries=_NUM_HOSTS.value == 1)
+    stores = store_builder.build_all(config, workers=_WORKERS.value, num_hosts=_NUM_HOSTS.value,
+                                     host_index=_HOST_INDEX.value, remove_temporaries=_NUM_HOSTS.value == 1)
   except LmError as e:
     cli.fail(e)
+  for name, built in stores:
+    _report(name, built)
+
+
+def _report(name: str, built) -> None:
+  """One progress line and one JSON line for the store of one source."""
   stats = built.stats
-  result = {'store': os.fspath(built.root), 'complete': built.content is not None, **stats,
+  result = {'source': name, 'store': os.fspath(built.root), 'complete': built.content is not None, **stats,
             'tokens_per_sec': stats['tokens'] / stats['seconds'] if stats['seconds'] else 0.0}
+  what = f'Token store {built.root}' + (f' (source {name})' if name else '')
   if built.content is not None:
     sizes = {split: s['tokens'] for split, s in built.content['splits'].items()}
-    print(f'Token store {built.root}: complete, {sizes} tokens; this run wrote {stats["shards"]} shards '
-          f'({stats["tokens"]} tokens) in {stats["seconds"]:.1f} s', flush=True)
+    print(f'{what}: complete, {sizes} tokens; this run wrote {stats["shards"]} shards ({stats["tokens"]} tokens) '
+          f'in {stats["seconds"]:.1f} s', flush=True)
   else:
-    print(f'Token store {built.root}: wrote {stats["shards"]} shards here; others are still missing (the other '
-          'hosts write them; rerun this command to finish after a failure)', flush=True)
+    print(f'{what}: wrote {stats["shards"]} shards here; others are still missing (the other hosts write them; '
+          'rerun this command to finish after a failure)', flush=True)
   print(json.dumps(result), flush=True)
 
 

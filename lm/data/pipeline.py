@@ -80,18 +80,14 @@ def _prepare_sft(config: ml_collections.ConfigDict):
 
 
 def _prepare_mixture(config: ml_collections.ConfigDict):
-  """Every source of data.mixture in its own store, all with one tokenizer (mixture.py)."""
-  parts = mixture.components(config)
-  tokenizer = None if tokenizer_lib.given_path(config) else store_builder.store_tokenizer(
-      mixture.tokenizer_source(parts).config)
-  train, eval_ = [], []
-  for part in parts:
-    built = store_builder.build(part.config, tokenizer=tokenizer)
-    tokenizer = built.tokenizer
-    train.append(_rows(part.config, tokenizer, built.root, built.content, 'train'))
-    eval_.append(_rows(part.config, tokenizer, built.root, built.content, 'eval'))
-  names, weights = [p.name for p in parts], [p.weight for p in parts]
-  return tokenizer, mixture.MixedRows(names, weights, train), mixture.MixedRows(names, weights, eval_)
+  """Every source of data.mixture in its own store, all with one tokenizer (store_builder.build_all)."""
+  names, train, eval_ = [], [], []
+  for name, built in store_builder.build_all(config):
+    names.append(name)
+    train.append(_rows(config, built.tokenizer, built.root, built.content, 'train'))
+    eval_.append(_rows(config, built.tokenizer, built.root, built.content, 'eval'))
+  weights = [p.weight for p in mixture.components(config)]
+  return built.tokenizer, mixture.MixedRows(names, weights, train), mixture.MixedRows(names, weights, eval_)
 
 
 def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer, Examples, Examples]:

@@ -16,7 +16,7 @@ import time
 import ml_collections
 from absl import logging
 
-from lm.data import cache, sources, store, tokenizer as tokenizer_lib
+from lm.data import cache, mixture, sources, store, tokenizer as tokenizer_lib
 
 _SPLITS = ('train', 'eval')
 
@@ -137,3 +137,18 @@ def build(config: ml_collections.ConfigDict, workers: int = 1, num_hosts: int = 
   content = store.manifest(root, split_plans, tokenizer, config.data)
   store.write_manifest(root, content)
   return Built(root, content, tokenizer, stats)
+
+
+def build_all(config: ml_collections.ConfigDict, **kwargs) -> list[tuple[str, Built]]:
+  """[('', build(config))], or for a data.mixture [(name, build(that source))] for every source, all with one
+  tokenizer: data.tokenizer, else the heaviest source's (mixture.tokenizer_source). `kwargs` go to `build`."""
+  if not config.data.mixture:
+    return [('', build(config, **kwargs))]
+  parts = mixture.components(config)
+  tokenizer = None if tokenizer_lib.given_path(config) else store_tokenizer(mixture.tokenizer_source(parts).config)
+  out = []
+  for part in parts:
+    built = build(part.config, tokenizer=tokenizer, **kwargs)
+    tokenizer = built.tokenizer
+    out.append((part.name, built))
+  return out
