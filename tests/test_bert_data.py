@@ -313,7 +313,7 @@ def test_prepare_switches_on_model_type(bert_data):
   gpt = bert_config()
   gpt.model.type = 'gpt'
   _, rows, _ = pipeline.prepare(gpt)  # the same cached token stream, cut into packed rows
-  assert isinstance(rows, packing.PackedSequences) and rows.tokens.filename == train.tokens.filename
+  assert isinstance(rows, packing.PackedSequences) and rows.tokens.paths == train.tokens.paths
   _, wwm, _ = pipeline.prepare(bert_config(whole_word_mask=True))
   assert wwm.word_starts is not None and wwm.word_starts.shape == (1024,)
 

@@ -291,9 +291,9 @@ def test_eval_batches_are_fixed_in_order_and_wrap(prepared, cache_root):
 
 def test_tokens_are_cached_and_too_short_splits_fail(prepared, cache_root):
   _, train, _ = prepared
-  mtime = os.stat(train.tokens.filename).st_mtime_ns
+  mtime = os.stat(train.tokens.paths[0]).st_mtime_ns
   _, again, _ = pipeline.prepare(small_config(cache_root))
-  assert again.tokens.filename == train.tokens.filename and os.stat(train.tokens.filename).st_mtime_ns == mtime
+  assert again.tokens.paths == train.tokens.paths and os.stat(train.tokens.paths[0]).st_mtime_ns == mtime
   assert train.tokens.dtype == np.uint16 and len(again) == len(train)
   config = small_config(cache_root)
   config.seq_len = train.num_tokens

@@ -140,6 +140,7 @@ def test_training_reads_a_prepared_store_without_its_source(small, tmp_path):
   corpus.write_text(''.join(json.dumps({'text': open(f'{root}/{rel}').read()}) + '\n' for rel in ids[:80]))
   config = _with_store(small, tmp_path / 's')
   config.data.source, config.data.path, config.data.max_documents = 'jsonl', str(corpus), 0
+  config.data.eval_fraction = 0.25  # of 80 documents split by a hash of their path: never none
   built = store_builder.build(config)
   corpus.unlink()
   tokenizer, train, eval_ = pipeline.prepare(config)

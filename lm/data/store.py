@@ -166,6 +166,19 @@ class ShardedTokens:
   def __len__(self) -> int:
     return int(self.offsets[-1])
 
+  @property
+  def dtype(self) -> np.dtype:
+    return self._dtype
+
+  @property
+  def paths(self) -> list[pathlib.Path]:
+    """The shard files, in stream order."""
+    return list(self._paths)
+
+  def __array__(self, dtype=None, copy=None):
+    whole = self[0:len(self)]
+    return whole.astype(dtype) if dtype is not None else np.array(whole)
+
   def shard(self, k: int) -> np.ndarray:
     """The memmap of shard k (empty shards give an empty array)."""
     if k not in self._maps:
