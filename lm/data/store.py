@@ -227,26 +227,26 @@ class ShardedStarts:
       self._maps[k] = np.load(self._paths[k], mmap_mode='r')
     return self._maps[k]
 
-  def document_of(self, positions: np.ndarray) -> np.ndarray:
-    """The index of the document holding each stream position."""
-    positions = np.asarray(positions, np.int64)
-    shards = np.searchsorted(self.token_offsets, positions, side='right') - 1
-    out = np.empty(positions.shape, np.int64)
+  def _per_shard(self, values: np.ndarray, offsets: np.ndarray, lookup) -> np.ndarray:
+    """lookup(shard k, its starts, the values in shard k made local to it) for the values of each shard, where
+    `offsets` (token or document offsets of the shards) say which shard a value falls in."""
+    values = np.asarray(values, np.int64)
+    shards = np.searchsorted(offsets, values, side='right') - 1
+    out = np.empty(values.shape, np.int64)
     for k in np.unique(shards):
       at = shards == k
-      local = np.searchsorted(self._local(k), positions[at] - self.token_offsets[k], side='right') - 1
-      out[at] = local + self.doc_offsets[k]
+      out[at] = lookup(k, self._local(k), values[at] - offsets[k])
     return out
+
+  def document_of(self, positions: np.ndarray) -> np.ndarray:
+    """The index of the document holding each stream position."""
+    return self._per_shard(positions, self.token_offsets, lambda k, starts, local: np.searchsorted(
+        starts, local, side='right') - 1 + self.doc_offsets[k])
 
   def start_of(self, docs: np.ndarray) -> np.ndarray:
     """The stream offset where each document starts."""
-    docs = np.asarray(docs, np.int64)
-    shards = np.searchsorted(self.doc_offsets, docs, side='right') - 1
-    out = np.empty(docs.shape, np.int64)
-    for k in np.unique(shards):
-      at = shards == k
-      out[at] = np.asarray(self._local(k)[docs[at] - self.doc_offsets[k]]) + self.token_offsets[k]
-    return out
+    return self._per_shard(docs, self.doc_offsets,
+                           lambda k, starts, local: np.asarray(starts[local]) + self.token_offsets[k])
 
   def __array__(self, dtype=None, copy=None):
     parts = [np.asarray(self._local(k)) + self.token_offsets[k] for k in range(len(self._paths))]
