@@ -30,12 +30,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   config, config_path = cli.loaded_config(_CONFIG)
-  workdir = os.path.expanduser(_WORKDIR.value or default_workdir(config_path))
-  if '://' in workdir:  # before anything is written: never a local folder named 'gs:'
-    cli.fail(f'--workdir={workdir}: lm writes workdirs to local paths only so far; give a local path, or mount the '
-             'bucket (gcsfuse) and give the mount point')
+  workdir = _WORKDIR.value or default_workdir(config_path)
+  workdir = workdir if '://' in workdir else os.path.expanduser(workdir)
   import jax  # after flag parsing and the config file, so --help and their errors are instant
 
+  from lm import paths
   from lm.errors import LmError
   from lm.parallel import distributed
   try:
@@ -49,6 +48,7 @@ def main(argv):
   from lm.config import validation
   try:
     validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    paths.check_usable(workdir, '--workdir', write=True)  # before anything is written: never a local 'gs:' folder
     from lm.training import loop  # after validation: a config error does not wait for TensorFlow (clu's writer)
     loop.run(config, workdir)
   except LmError as e:  # one line and the error's exit code: 2 input, 3 non-finite loss, 4 checkpoint write

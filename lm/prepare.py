@@ -41,12 +41,14 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()
   config, _ = cli.loaded_config(_CONFIG)
+  from lm import paths
   from lm.config import validation
   from lm.data import store_builder
   from lm.errors import DataError, LmError
   try:
     _check_flags()
     validation.validate(config)
+    paths.check_usable(config.data.store, 'data.store', write=True)
     if config.data.task != 'pretrain':
       raise DataError(f"data.task={config.data.task!r}: the token store holds pretraining documents; 'classify' "
                       "and 'sft' tokenize their records on the fly")

@@ -6,15 +6,41 @@ module, so the sharded tests (tests/test_sharded.py) find 8 devices. Single-devi
 The repository root is on sys.path through pyproject.toml's pytest `pythonpath`.
 """
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
 
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 os.environ.setdefault('LM_CACHE_DIR', tempfile.mkdtemp(prefix='lm-test-cache-'))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Every gs:// path of the session (this process and the commands it runs) goes to the emulator of the `gcs` fixture,
+# set before lm.paths is imported (it configures the clients from it). Never Google's servers.
+os.environ['STORAGE_EMULATOR_HOST'] = f'http://127.0.0.1:{_free_port()}'
 
 import pytest  # noqa: E402
 
-from runs import run_lm  # noqa: E402
+from runs import REPO, run_lm  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def gcs():
+  """A Cloud Storage API on 127.0.0.1 (tests/gcs_emulator.py, in memory) at STORAGE_EMULATOR_HOST; yields the URL
+  of its one bucket, 'gs://bucket'."""
+  port = os.environ['STORAGE_EMULATOR_HOST'].rsplit(':', 1)[1]
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tests', 'gcs_emulator.py'), port, 'bucket'],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  assert proc.stdout.readline().strip() == 'ready'
+  yield 'gs://bucket'
+  proc.kill()
+  proc.wait()
 
 
 @pytest.fixture(scope='session')

@@ -8,8 +8,6 @@ from runs import run_lm
 
 CASES = [
     ('lm.main', ['--config=configs/no_such_config.py'], '--config=configs/no_such_config.py: no such file'),
-    ('lm.main', ['--config=configs/gpt_tiny.py:test', '--workdir=gs://bucket/run'],
-     '--workdir=gs://bucket/run: lm writes workdirs to local paths only so far'),
     ('lm.main', ['--config=configs/gpt_tiny.py:test', '--coordinator_address=localhost:1'],
      'multi-process: give all of --coordinator_address'),
     ('lm.generate', ['--workdir={missing}', '--prompt=x'], '--workdir={missing}: no config.json there'),

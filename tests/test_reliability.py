@@ -32,11 +32,15 @@ def _losses(workdir: str) -> dict:
   return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
 
 
-def _start(workdir: str, *extra: str) -> tuple[subprocess.Popen, str]:
-  log = os.path.join(os.path.dirname(workdir), f'log-{time.time_ns()}.txt')
+def _start(workdir: str, *extra: str, cwd: str = REPO, log_dir: str = '') -> tuple[subprocess.Popen, str]:
+  """Starts lm.main on BASE in the background (from `cwd`: the config by absolute path, lm on PYTHONPATH); its output
+  goes to a log file in `log_dir` (default: beside the workdir)."""
+  log = os.path.join(log_dir or os.path.dirname(workdir), f'log-{time.time_ns()}.txt')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['PYTHONPATH'] = REPO
+  args = [f'--config={REPO}/{a[9:]}' if a.startswith('--config=') else a for a in BASE] if cwd != REPO else BASE
   with open(log, 'w') as out:
-    proc = subprocess.Popen([sys.executable, '-m', 'lm.main', *BASE, f'--workdir={workdir}', *extra], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, '-m', 'lm.main', *args, f'--workdir={workdir}', *extra], cwd=cwd,
                             env=env, stdout=out, stderr=subprocess.STDOUT)
   return proc, log
 
@@ -107,6 +111,47 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(reference, tmp_
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_unreadable', '30'))  # kept, not deleted
   assert _losses(workdir) == reference  # steps 28-30 computed again, to the same values
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int) == ['24', '27', '30']
+
+
+def test_a_gs_workdir_and_store_are_killed_resumed_and_set_aside_in_the_bucket(reference, gcs, tmp_path):
+  """--workdir and data.store on gs:// (a Cloud Storage API on 127.0.0.1): kill -9 after a checkpoint, resume from
+  the bucket with the local reference's losses; an unreadable checkpoint set aside in the bucket; best/, TensorBoard
+  events and the store there too; nothing written under the current directory."""
+  from etils import epath
+
+  from lm.store import writers
+  fs = epath.backend.fsspec_backend.fs(gcs)
+  cwd = tmp_path / 'cwd'
+  cwd.mkdir()
+  workdir = f'{gcs}/reliability/run'
+  extra = (f'--config.data.store={gcs}/reliability/store', '--config.eval_every_steps=30', '--config.eval_steps=1',
+           '--config.best_metric=eval/loss', '--config.checkpoint_every_steps=10')  # fewer, slow emulator writes
+
+  def run_to_the_end(expect: str) -> None:
+    proc, log = _start(workdir, *extra, cwd=str(cwd), log_dir=str(tmp_path))
+    assert proc.wait(timeout=600) == 0, open(log).read()[-3000:]
+    assert expect in open(log).read()
+
+  proc, log = _start(workdir, *extra, cwd=str(cwd), log_dir=str(tmp_path))
+  committed = 'bucket/reliability/run/checkpoints/10/commit_success.txt'  # orbax's commit marker on Cloud Storage
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline and not fs.exists(committed):
+    fs.invalidate_cache()
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)  # mid-run, wherever it is after checkpoint 10
+  proc.wait()
+  run_to_the_end('Resuming from checkpoint step')
+  rows = writers.read_rows(workdir)
+  assert {r['step']: r['train/loss'] for r in rows if 'train/loss' in r} == reference  # bitwise
+  for url in fs.find('bucket/reliability/run/checkpoints/30/state'):
+    if '/d/' in url:
+      fs.pipe_file(url, fs.cat_file(url)[:10])
+  run_to_the_end('resumed from step 20 instead')
+  assert fs.isdir('bucket/reliability/run/checkpoints_unreadable/30')
+  assert {r['step']: r['train/loss'] for r in writers.read_rows(workdir) if 'train/loss' in r} == reference
+  assert len(fs.ls('bucket/reliability/run/best')) == 1 and fs.glob('bucket/reliability/run/events.out.tfevents.*')
+  assert fs.exists('bucket/reliability/store/store.json')
+  assert not os.listdir(cwd)
 
 
 def test_non_finite_loss_stops_or_skips(tmp_path):

@@ -1,10 +1,10 @@
 """Saved configs and resumes: a run's config.json read back as a full config, the config of an init_from run, and
 the keys a resumed run may not change."""
 import json
-import os
 
 import ml_collections
 
+from lm import paths
 from lm.config import base
 from lm.errors import ConfigError
 
@@ -36,13 +36,13 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
 
 def init_from_config(init_from: str) -> ml_collections.ConfigDict:
   """The config of the run `init_from` names; ConfigError if it is not a workdir with checkpoints."""
-  path = os.path.join(init_from, 'config.json')
-  if not os.path.isfile(path):
+  paths.check_usable(init_from, 'init_from', write=False)
+  path = paths.path(init_from) / 'config.json'
+  if not path.is_file():
     raise ConfigError(f'init_from={init_from!r}: no config.json there; give the workdir of a pretraining run')
-  if not os.path.isdir(os.path.join(init_from, 'checkpoints')):
+  if not (paths.path(init_from) / 'checkpoints').is_dir():
     raise ConfigError(f'init_from={init_from!r}: no checkpoints/ folder there; train that run first')
-  with open(path) as f:
-    return from_saved(json.load(f))
+  return from_saved(json.loads(path.read_text()))
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

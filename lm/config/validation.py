@@ -1,9 +1,9 @@
 """Config validation: every bad value is rejected before any compile, with one line naming the key and the fix."""
-import os
 import re
 
 import ml_collections
 
+from lm import paths
 from lm.config import base, resume
 from lm.errors import ConfigError
 from lm.models import registry
@@ -117,10 +117,8 @@ def _check_data_and_objectives(config):
     if d.task != 'pretrain':
       raise ConfigError(f"data.mixture mixes pretraining sources; data.task={d.task!r} reads one record set")
     mixture.components(config)
-  if '://' in d.store:
-    raise ConfigError(f'data.store={d.store!r}: token stores are local paths only so far; give a local path or a '
-                      'mounted bucket (gcsfuse)')
-  if d.tokenizer and not os.path.isfile(d.tokenizer):
+  paths.check_usable(d.store, 'data.store', write=False)
+  if d.tokenizer and not paths.path(d.tokenizer).is_file():
     raise ConfigError(f'data.tokenizer: no file at {d.tokenizer!r}; give a SentencePiece .model or leave it empty')
   if not config.objectives:
     raise ConfigError('objectives: empty; name at least one, e.g. --config.objectives.clm=1.0')

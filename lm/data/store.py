@@ -17,13 +17,15 @@ the token stream the documents give one after another; training reads it through
 `ShardedStarts`, which open each shard as a memmap (resident memory independent of the corpus size).
 """
 import dataclasses
+import io
 import json
 import os
-import pathlib
 
 import numpy as np
+from etils import epath
 
-from lm.data import cache, sources, tokenizer as tokenizer_lib
+from lm import paths
+from lm.data import sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 FORMAT = 'lm-token-store-1'  # bumped when the layout changes
@@ -36,7 +38,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
   return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def shard_paths(root: pathlib.Path, split: str, index: int) -> tuple[pathlib.Path, pathlib.Path]:
+def shard_paths(root: epath.Path, split: str, index: int) -> tuple[epath.Path, epath.Path]:
   """(tokens .bin, document starts .idx) of shard `index` of `split`."""
   return root / split / f'{index:05d}.bin', root / split / f'{index:05d}.idx'
 
@@ -46,31 +48,31 @@ def num_shards(num_documents: int, shard_documents: int) -> int:
   return max(1, -(-num_documents // shard_documents))
 
 
-def is_complete(root: pathlib.Path, split: str, index: int) -> bool:
+def is_complete(root: epath.Path, split: str, index: int) -> bool:
   """True when shard `index` of `split` was committed (its .idx exists; it is written after the .bin)."""
   return shard_paths(root, split, index)[1].is_file()
 
 
-def write_shard(root: pathlib.Path, split: str, index: int, documents: sources.Documents,
+def write_shard(root: epath.Path, split: str, index: int, documents: sources.Documents,
                 tokenizer: tokenizer_lib.Tokenizer, shard_documents: int, encode_chunk: int = 1024,
                 threads: int = 0) -> int:
   """Tokenizes documents [index*D, (index+1)*D) into shard `index` of `split`, committed atomically; returns tokens.
 
   Each document is followed by eos; `threads` SentencePiece threads (0 = all cores). Writing twice (two workers,
-  or a rerun) gives the same bytes; the last `os.replace` wins and a reader never sees a partial file.
+  or a rerun) gives the same bytes; the last commit wins and a reader never sees a partial file (paths.atomic_output).
   """
   bin_path, idx_path = shard_paths(root, split, index)
   dtype = token_dtype(tokenizer.vocab_size)
   begin, end = index * shard_documents, min((index + 1) * shard_documents, len(documents))
   starts, total = [], 0
-  with cache.atomic_output(bin_path) as tmp_bin, open(tmp_bin, 'wb') as f:
+  with paths.atomic_output(bin_path) as tmp_bin, open(tmp_bin, 'wb') as f:
     for chunk in range(begin, end, encode_chunk):
       for ids in tokenizer.encode_batch(documents[chunk:min(chunk + encode_chunk, end)], num_threads=threads):
         ids.append(tokenizer.eos_id)
         starts.append(total)
         total += len(ids)
         f.write(np.asarray(ids, dtype).tobytes())
-  with cache.atomic_output(idx_path) as tmp_idx, open(tmp_idx, 'wb') as f:
+  with paths.atomic_output(idx_path) as tmp_idx, open(tmp_idx, 'wb') as f:
     np.save(f, np.asarray(starts, np.int64))
   return total
 
@@ -87,7 +89,7 @@ class SplitPlan:
     return num_shards(len(self.documents), self.shard_documents)
 
 
-def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_lib.Tokenizer, data_cfg) -> dict:
+def manifest(root: epath.Path, plans: list[SplitPlan], tokenizer: tokenizer_lib.Tokenizer, data_cfg) -> dict:
   """The manifest of a store whose shards are all complete (a pure function of the shards' contents)."""
   dtype = token_dtype(tokenizer.vocab_size)
   splits = {}
@@ -95,8 +97,7 @@ def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_li
     shards = []
     for index in range(plan.num_shards):
       bin_path, idx_path = shard_paths(root, plan.split, index)
-      shards.append({'tokens': bin_path.stat().st_size // dtype.itemsize,
-                     'documents': int(np.load(idx_path, mmap_mode='r').shape[0])})
+      shards.append({'tokens': bin_path.stat().length // dtype.itemsize, 'documents': len(_load_starts(idx_path))})
     splits[plan.split] = {'documents_fingerprint': plan.documents.fingerprint, 'num_documents': len(plan.documents),
                           'shard_documents': plan.shard_documents, 'shards': shards,
                           'tokens': sum(s['tokens'] for s in shards)}
@@ -104,13 +105,13 @@ def manifest(root: pathlib.Path, plans: list[SplitPlan], tokenizer: tokenizer_li
           'dtype': dtype.name, 'source': source_description(data_cfg), 'splits': splits}
 
 
-def write_manifest(root: pathlib.Path, content: dict) -> None:
+def write_manifest(root: epath.Path, content: dict) -> None:
   """Commits store.json atomically (sorted keys, fixed layout: the same content gives the same bytes)."""
-  with cache.atomic_output(root / MANIFEST) as tmp:
+  with paths.atomic_output(root / MANIFEST) as tmp:
     tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + '\n')
 
 
-def read_manifest(root: pathlib.Path) -> dict | None:
+def read_manifest(root: epath.Path) -> dict | None:
   """The store's manifest, or None while it is not complete."""
   path = root / MANIFEST
   if not path.is_file():
@@ -132,7 +133,7 @@ def source_description(data_cfg) -> dict:
   return {key: data_cfg[key] for key in SOURCE_KEYS}
 
 
-def check_matches(root: pathlib.Path, content: dict, tokenizer: tokenizer_lib.Tokenizer, data_cfg,
+def check_matches(root: epath.Path, content: dict, tokenizer: tokenizer_lib.Tokenizer, data_cfg,
                   splits: tuple[str, ...]) -> None:
   """Refuses, in one line naming the key, a store made with another tokenizer, from other data keys, or without one
   of `splits`. (Files changed under the same data keys are not detected: the store is not compared with its source
@@ -150,13 +151,42 @@ def check_matches(root: pathlib.Path, content: dict, tokenizer: tokenizer_lib.To
     raise DataError(f'data.store: {root} has no {missing[0]} split; rebuild it with `python -m lm.prepare`')
 
 
+def _load_starts(idx_path: epath.Path) -> np.ndarray:
+  """A shard's document starts: a memmap of a local .idx, the whole (small) array of a remote one."""
+  if paths.is_remote(idx_path):
+    return np.load(io.BytesIO(idx_path.read_bytes()))
+  return np.load(idx_path, mmap_mode='r')
+
+
+class RemoteShard:
+  """A token shard on Cloud Storage read by ranged requests: `len`, `shard[a:b]` (one GET per slice)."""
+
+  def __init__(self, path: epath.Path, dtype: np.dtype, size: int):
+    self._url, self._dtype, self._size = os.fspath(path), dtype, size
+    self._fs = epath.backend.fsspec_backend.fs(self._url)
+
+  def __len__(self) -> int:
+    return self._size
+
+  def __getitem__(self, index):
+    begin, end, _ = index.indices(self._size)
+    if end <= begin:
+      return np.zeros((0,), self._dtype)
+    data = self._fs.cat_file(self._url, start=begin * self._dtype.itemsize, end=end * self._dtype.itemsize)
+    return np.frombuffer(data, self._dtype)
+
+  def __array__(self, dtype=None, copy=None):
+    whole = self[0:self._size]
+    return whole.astype(dtype) if dtype is not None else np.array(whole)
+
+
 class ShardedTokens:
   """The concatenation of a split's shards as one read-only 1-D token stream: `len`, `stream[a:b]`.
 
   Each shard is a memmap opened on first use; a slice across a shard boundary concatenates the pieces.
   """
 
-  def __init__(self, root: pathlib.Path, split: str, split_manifest: dict, dtype: np.dtype):
+  def __init__(self, root: epath.Path, split: str, split_manifest: dict, dtype: np.dtype):
     self._paths = [shard_paths(root, split, i)[0] for i in range(len(split_manifest['shards']))]
     counts = [s['tokens'] for s in split_manifest['shards']]
     self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # shard k starts at offsets[k]
@@ -171,7 +201,7 @@ class ShardedTokens:
     return self._dtype
 
   @property
-  def paths(self) -> list[pathlib.Path]:
+  def paths(self) -> list[epath.Path]:
     """The shard files, in stream order."""
     return list(self._paths)
 
@@ -180,11 +210,15 @@ class ShardedTokens:
     return whole.astype(dtype) if dtype is not None else np.array(whole)
 
   def shard(self, k: int) -> np.ndarray:
-    """The memmap of shard k (empty shards give an empty array)."""
+    """Shard k: a memmap, or a RemoteShard on Cloud Storage (empty shards give an empty array)."""
     if k not in self._maps:
       size = int(self.offsets[k + 1] - self.offsets[k])
-      self._maps[k] = (np.memmap(self._paths[k], dtype=self._dtype, mode='r', shape=(size,)) if size
-                       else np.zeros((0,), self._dtype))
+      if not size:
+        self._maps[k] = np.zeros((0,), self._dtype)
+      elif paths.is_remote(self._paths[k]):
+        self._maps[k] = RemoteShard(self._paths[k], self._dtype, size)
+      else:
+        self._maps[k] = np.memmap(self._paths[k], dtype=self._dtype, mode='r', shape=(size,))
     return self._maps[k]
 
   def __getitem__(self, index):
@@ -212,7 +246,7 @@ class ShardedStarts:
   `starts[docs]`; `np.asarray(starts)` loads them all (BERT's pair sampler wants the whole array).
   """
 
-  def __init__(self, root: pathlib.Path, split: str, split_manifest: dict, token_offsets: np.ndarray):
+  def __init__(self, root: epath.Path, split: str, split_manifest: dict, token_offsets: np.ndarray):
     self._paths = [shard_paths(root, split, i)[1] for i in range(len(split_manifest['shards']))]
     counts = [s['documents'] for s in split_manifest['shards']]
     self.doc_offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -224,7 +258,7 @@ class ShardedStarts:
 
   def _local(self, k: int) -> np.ndarray:
     if k not in self._maps:
-      self._maps[k] = np.load(self._paths[k], mmap_mode='r')
+      self._maps[k] = _load_starts(self._paths[k])
     return self._maps[k]
 
   def _per_shard(self, values: np.ndarray, offsets: np.ndarray, lookup) -> np.ndarray:
@@ -254,7 +288,7 @@ class ShardedStarts:
     return whole.astype(dtype) if dtype is not None else whole
 
 
-def open_split(root: pathlib.Path, content: dict, split: str) -> tuple[ShardedTokens, ShardedStarts]:
+def open_split(root: epath.Path, content: dict, split: str) -> tuple[ShardedTokens, ShardedStarts]:
   """(tokens, document starts) of one split of a complete store."""
   if split not in content['splits']:
     raise DataError(f'data.store: {root} has no {split} split (has {sorted(content["splits"])}); rebuild it with '
@@ -264,8 +298,11 @@ def open_split(root: pathlib.Path, content: dict, split: str) -> tuple[ShardedTo
   return tokens, ShardedStarts(root, split, split_manifest, tokens.offsets)
 
 
-def remove_stale_temporaries(root: pathlib.Path) -> int:
-  """Deletes the temporary files a killed build left behind (only safe while no other build writes here)."""
+def remove_stale_temporaries(root: epath.Path) -> int:
+  """Deletes the temporary files a killed build left behind (only safe while no other build writes here). A store
+  on Cloud Storage has none: its objects are uploaded whole."""
+  if paths.is_remote(root):
+    return 0
   stale = [p for p in root.rglob('.*.tmp') if p.is_file()]
   for path in stale:
     os.remove(path)

@@ -10,12 +10,13 @@ and the result is the same bytes for any worker or host count (see store.py).
 import dataclasses
 import hashlib
 import multiprocessing
-import pathlib
 import time
 
 import ml_collections
 from absl import logging
+from etils import epath
 
+from lm import paths
 from lm.data import cache, mixture, sources, store, tokenizer as tokenizer_lib
 
 _SPLITS = ('train', 'eval')
@@ -28,21 +29,21 @@ def plans(config: ml_collections.ConfigDict, splits: tuple[str, ...] = _SPLITS) 
 
 
 def store_root(config: ml_collections.ConfigDict, split_plans: list[store.SplitPlan],
-               tokenizer: tokenizer_lib.Tokenizer) -> pathlib.Path:
+               tokenizer: tokenizer_lib.Tokenizer) -> epath.Path:
   """data.store, else a cache entry keyed by both splits' documents, the tokenizer and the shard size."""
   if config.data.store:
-    return pathlib.Path(config.data.store).expanduser()
+    return paths.path(config.data.store)
   parts = [store.FORMAT, tokenizer.fingerprint] + [f'{p.split}:{p.documents.fingerprint}:{p.shard_documents}'
                                                    for p in split_plans]
   key = hashlib.sha256('/'.join(parts).encode()).hexdigest()
-  return cache.cache_dir(config.data) / 'stores' / key
+  return paths.path(cache.cache_dir(config.data) / 'stores' / key)
 
 
 def store_tokenizer(config: ml_collections.ConfigDict,
                     train: sources.Documents | None = None) -> tokenizer_lib.Tokenizer:
   """The tokenizer of data.store when it has one and the config names none; else the config's (trained on a
   bounded sample of the train split, `train` if given: tokenizer.get_tokenizer)."""
-  saved = pathlib.Path(config.data.store).expanduser() / store.TOKENIZER if config.data.store else None
+  saved = paths.path(config.data.store) / store.TOKENIZER if config.data.store else None
   if saved is not None and saved.is_file() and not tokenizer_lib.given_path(config):
     tokenizer = tokenizer_lib.Tokenizer.load(saved)
     tokenizer_lib.check_vocab_size(config, tokenizer, str(saved))
@@ -50,7 +51,7 @@ def store_tokenizer(config: ml_collections.ConfigDict,
   return tokenizer_lib.get_tokenizer(config, train)
 
 
-def _pending(root: pathlib.Path, split_plans: list[store.SplitPlan], num_hosts: int, host_index: int):
+def _pending(root: epath.Path, split_plans: list[store.SplitPlan], num_hosts: int, host_index: int):
   """(split index, shard index) of this host's shards that are not committed yet."""
   return [(p, k) for p, plan in enumerate(split_plans) for k in range(plan.num_shards)
           if k % num_hosts == host_index and not store.is_complete(root, plan.split, k)]
@@ -68,7 +69,7 @@ def _init_worker(config_dict: dict, splits: tuple[str, ...], model_proto: bytes)
 def _run_task(args: tuple[str, int, int]) -> int:
   root, p, k = args
   plan = _WORKER['plans'][p]
-  return store.write_shard(pathlib.Path(root), plan.split, k, plan.documents, _WORKER['tokenizer'],
+  return store.write_shard(paths.path(root), plan.split, k, plan.documents, _WORKER['tokenizer'],
                            plan.shard_documents, threads=1)  # a worker per core
 
 
@@ -90,7 +91,7 @@ def _write_shards(config, root, split_plans, tokenizer, tasks, workers: int) -> 
 class Built:
   """What `build` leaves: the store's root, its manifest (None while other hosts' shards are missing), the
   tokenizer, and {'tokens', 'shards', 'seconds'} of the shards this call wrote."""
-  root: pathlib.Path
+  root: epath.Path
   content: dict | None
   tokenizer: tokenizer_lib.Tokenizer
   stats: dict
@@ -109,7 +110,7 @@ def build(config: ml_collections.ConfigDict, workers: int = 1, num_hosts: int = 
   """
   done = {'tokens': 0, 'shards': 0, 'seconds': 0.0}
   if config.data.store:
-    root = pathlib.Path(config.data.store).expanduser()
+    root = paths.path(config.data.store)
     content = store.read_manifest(root)
     if content is not None:
       tokenizer = tokenizer or store_tokenizer(config)

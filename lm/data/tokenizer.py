@@ -14,6 +14,7 @@ import numpy as np
 import sentencepiece as spm
 from absl import logging
 
+from lm import paths
 from lm.data import cache, sources
 from lm.errors import DataError
 
@@ -53,7 +54,7 @@ class Tokenizer:
   @classmethod
   def load(cls, path: str | os.PathLike) -> 'Tokenizer':
     """Loads a SentencePiece .model file; DataError if it is missing or unreadable."""
-    path = pathlib.Path(path).expanduser()
+    path = paths.path(path)
     if not path.is_file():
       raise DataError(f'data.tokenizer: no file {str(path)!r}; set --config.data.tokenizer to a SentencePiece '
                       "model, or to '' to train one")
@@ -69,7 +70,7 @@ class Tokenizer:
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the model file atomically (safe when several processes save the same path)."""
-    with cache.atomic_output(pathlib.Path(path).expanduser()) as tmp:
+    with paths.atomic_output(path) as tmp:
       tmp.write_bytes(self._proto)
 
   def save_in(self, workdir: str) -> None:
@@ -193,7 +194,7 @@ def given_path(config: ml_collections.ConfigDict) -> str:
   if not config.init_from:
     return ''
   converted = os.path.join(config.init_from, 'tokenizer.json')
-  return converted if os.path.isfile(converted) else os.path.join(config.init_from, 'tokenizer.model')
+  return converted if paths.path(converted).is_file() else os.path.join(config.init_from, 'tokenizer.model')
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Documents | None = None) -> Tokenizer:
@@ -204,11 +205,11 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
   """
   data = config.data
   path = given_path(config)
-  if path.endswith('.json') and os.path.isfile(path):
+  if path.endswith('.json') and paths.path(path).is_file():
     from lm.data import hf_tokenizer  # a Hugging Face tokenizer.json (with its tokenizer_config.json beside it)
     tokenizer = hf_tokenizer.HFTokenizer.load(os.path.dirname(path) or '.')
   elif path:
-    if not os.path.isfile(path):
+    if not paths.path(path).is_file():
       key = 'data.tokenizer' if data.tokenizer else 'init_from'
       raise DataError(f'{key}: no file at {path}; give the SentencePiece .model of the pretrained run '
                       '(--config.data.tokenizer=PATH)')
@@ -240,11 +241,11 @@ def check_vocab_size(config: ml_collections.ConfigDict, tokenizer, path) -> None
 
 def load_run_tokenizer(workdir: str):
   """The tokenizer of a run: tokenizer.json (converted from Hugging Face) or tokenizer.model (SentencePiece)."""
-  if os.path.isfile(os.path.join(workdir, 'tokenizer.json')):
+  if paths.path(os.path.join(workdir, 'tokenizer.json')).is_file():
     from lm.data import hf_tokenizer
     return hf_tokenizer.HFTokenizer.load(workdir)
   path = os.path.join(workdir, 'tokenizer.model')
-  if not os.path.isfile(path):
+  if not paths.path(path).is_file():
     raise DataError(f'--workdir={workdir}: no tokenizer.model or tokenizer.json there; copy the tokenizer of the run '
                     'that made it')
   return Tokenizer.load(path)

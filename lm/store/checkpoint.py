@@ -8,6 +8,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from lm import paths
 from lm.errors import CheckpointError, SaveError
 from lm.models import layers
 
@@ -25,7 +26,7 @@ class Checkpointer:
   def __init__(self, workdir: str, config):
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints, enable_async_checkpointing=config.async_checkpoints, create=True)
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = os.path.join(paths.absolute(workdir), 'checkpoints')
     try:
       self.manager = ocp.CheckpointManager(self.directory, options=options)
     except OSError as e:
@@ -55,15 +56,13 @@ class Checkpointer:
   def set_aside(self, step: int) -> str:
     """Moves checkpoint `step` (unreadable) to <workdir>/checkpoints_unreadable/<step>[.N] (process 0 moves, every
     process waits for it); returns the new path."""
-    import shutil
     target = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable', str(step))
     suffix = 0
-    while os.path.exists(target + (f'.{suffix}' if suffix else '')):
+    while paths.path(target + (f'.{suffix}' if suffix else '')).exists():
       suffix += 1
     target += f'.{suffix}' if suffix else ''
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      paths.move(os.path.join(self.directory, str(step)), target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f'lm_set_aside_{step}')
@@ -110,7 +109,7 @@ def state_item(directory: str, step: int) -> str:
   training checkpoints) or `default` (best checkpoints, which hold the state alone)."""
   for item in ('state', 'default'):
     path = os.path.join(directory, str(step), item)
-    if os.path.isdir(path):
+    if paths.path(path).is_dir():
       return path
   raise CheckpointError(f'{os.path.join(directory, str(step))}: holds no train state; not an lm checkpoint')
 

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lm import paths
 from lm.config import resume
 from lm.errors import ConfigError
 from lm.models import registry
@@ -39,8 +40,8 @@ def load_pretrained(init_from: str, params, config) -> dict:
   Only task heads (registry.TASK_HEADS) may be new. A path present in both with different shapes, or a non-head
   parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
   """
-  directory = os.path.join(os.path.abspath(init_from), 'checkpoints')
-  step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
+  directory = os.path.join(paths.absolute(init_from), 'checkpoints')
+  step = ocp.CheckpointManager(directory).latest_step() if paths.path(directory).is_dir() else None
   if step is None:
     raise ConfigError(f'init_from={init_from!r}: no checkpoint in {directory}; train that run first')
   path = os.path.join(directory, str(step), 'state')

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from lm import paths
 from lm.config import resume
 from lm.data import tokenizer as tokenizer_lib
 from lm.errors import CheckpointError, UsageError
@@ -42,7 +43,7 @@ def parse_mesh(text: str) -> dict:
 
 def _checkpoint_step(workdir: str, folder: str, step: int | None, best: bool) -> int:
   """The requested (or latest) step present in `folder`; CheckpointError / UsageError otherwise."""
-  steps = ocp.CheckpointManager(folder).all_steps() if os.path.isdir(folder) else []
+  steps = ocp.CheckpointManager(folder).all_steps() if paths.path(folder).is_dir() else []
   if not steps:
     raise CheckpointError(f'--workdir={workdir}: no checkpoint in {folder}; train first'
                       + (' with --config.best_metric set' if best else ''))
@@ -56,12 +57,11 @@ def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = 
   """The run in `workdir` at checkpoint `step` (default: the latest), or its best checkpoint (`best`, see
   config.best_metric). Parameters are placed on `mesh` ('data,fsdp,tensor', see parse_mesh; default: replicated on
   every device) by the model's logical axis rules. An LmError (one line) if anything is missing."""
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(config_path):
+  config_path = paths.path(workdir) / 'config.json'
+  if not config_path.is_file():
     raise UsageError(f'--workdir={workdir}: no config.json there; give the workdir of a training run')
-  with open(config_path) as f:
-    config = resume.from_saved(json.load(f))
-  folder = os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
+  config = resume.from_saved(json.loads(config_path.read_text()))
+  folder = os.path.join(paths.absolute(workdir), checkpoint.BEST_DIR if best else 'checkpoints')
   step = _checkpoint_step(workdir, folder, step, best)
   tokenizer = tokenizer_lib.load_run_tokenizer(workdir)
   config.mesh.update(parse_mesh(mesh), dcn_data=1)
@@ -82,7 +82,6 @@ def write_run_files(config, workdir: str, tokenizer) -> None:
   """config.json (the resolved config) and the tokenizer, so the workdir is self-contained (process 0 writes)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  with paths.atomic_output(os.path.join(workdir, 'config.json')) as tmp:
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
   tokenizer.save_in(workdir)

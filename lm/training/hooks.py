@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lm import paths
 from lm.config import resume
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import ConfigError, NonFiniteLossError
@@ -182,7 +183,8 @@ class BestCheckpoint(Hook):
     self.metric, self.patience = config.best_metric, config.early_stopping_patience
     self.sign = -1.0 if lower_is_better(self.metric) else 1.0
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), checkpoint.BEST_DIR), options=options)
+    self.manager = ocp.CheckpointManager(os.path.join(paths.absolute(workdir), checkpoint.BEST_DIR),
+                                        options=options)
     for step in self.manager.all_steps():  # saved after the checkpoint we resume from: not part of this history
       if step > start_step:
         self.manager.delete(step)
@@ -233,7 +235,7 @@ class BestCheckpoint(Hook):
 
 def converted(workdir: str) -> bool:
   """True for a workdir made by lm.convert from_hf (its tokenizer is a Hugging Face tokenizer.json)."""
-  return os.path.isfile(os.path.join(workdir, 'tokenizer.json'))
+  return (paths.path(workdir) / 'tokenizer.json').is_file()
 
 
 def pretraining_eval(config, mesh) -> tuple:

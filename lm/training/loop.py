@@ -2,12 +2,12 @@
 steps; every periodic action (logging, eval, best checkpoint, forgetting, checkpoints, preemption, samples) is a
 hook of training/hooks.py."""
 import json
-import os
 
 import jax
 import numpy as np
 from clu import parameter_overview
 
+from lm import paths
 from lm.config import resume
 from lm.data import pipeline
 from lm.errors import CheckpointError
@@ -23,10 +23,9 @@ def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn):
   """Resume order: this workdir's latest checkpoint, else init_from's parameters on a fresh state, else scratch."""
   latest = ckpt.latest_step()
   if latest is not None:
-    saved = os.path.join(workdir, 'config.json')
-    if os.path.exists(saved):
-      with open(saved) as f:
-        resume.check_resume_compatible(config, json.load(f))
+    saved = paths.path(workdir) / 'config.json'
+    if saved.exists():
+      resume.check_resume_compatible(config, json.loads(saved.read_text()))
     return _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings))
   if config.init_from:
     print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
