@@ -2,15 +2,16 @@
 
   python -m launch.tpu create --name=lm-7b --zone=us-east5-a --accelerator=v5p-128 [--queued] [--spot]
   python -m launch.tpu setup  --name=lm-7b --zone=us-east5-a [--bucket=my-bucket]
-  python -m launch.tpu run    --name=lm-7b --zone=us-east5-a -- --config=configs/gpt_7b.py --workdir=~/gcs/gpt_7b
+  python -m launch.tpu run    --name=lm-7b --zone=us-east5-a -- --config=configs/gpt_7b.py --workdir=gs://my-runs/gpt_7b
   python -m launch.tpu logs   --name=lm-7b --zone=us-east5-a --dest=logs/
   python -m launch.tpu delete --name=lm-7b --zone=us-east5-a [--queued]
 
 Every subcommand takes --dry_run (print the exact commands, run nothing) and --project. `setup` ships the committed
-tree (`git archive HEAD`) to ~/lm on all workers and installs requirements-tpu.txt; with --bucket it mounts that GCS
-bucket at ~/gcs with gcsfuse, a directory every host sees: a multi-host workdir must live there (orbax writes one
-checkpoint from all hosts). `run` starts `python -m lm.main` on all workers at once with LM_DISTRIBUTED=auto, so each
-process joins jax.distributed (the TPU metadata gives the coordinator); its output goes to ~/lm_run.log on each worker.
+tree (`git archive HEAD`) to ~/lm on all workers and installs requirements-tpu.txt. A multi-host workdir must be
+storage every host sees (orbax writes one checkpoint from all hosts): a gs:// URL (lm writes buckets directly), or,
+with --bucket, that GCS bucket mounted at ~/gcs with gcsfuse on every worker. `run` starts `python -m lm.main` on
+all workers at once with LM_DISTRIBUTED=auto, so each process joins jax.distributed (the TPU metadata gives the
+coordinator); its output goes to ~/lm_run.log on each worker.
 """
 import shlex
 import subprocess

@@ -79,9 +79,11 @@ def bert_run(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def bert_tiny_run(tmp_path_factory):
-  """The REAL bert_tiny config (vocab 8192, 32x128 tokens a step), cut to 40 steps (its MLM loss levels off there)."""
+  """The REAL bert_tiny config (vocab 8192, 128 positions) at half its batch (16 rows a step), cut to 40 steps. Its
+  MLM loss per 10 steps: 8.82, 8.03, 6.92, 6.58 (at 32 rows: 8.83, 7.93, 6.90, 6.43; eval MLM loss 6.44 vs 6.45),
+  and bert_tiny_finetune from it reaches 0.83 held-out accuracy at step 80 (0.86 from the 32-row encoder)."""
   return _train(tmp_path_factory, 'bert_tiny', '--config=configs/bert_tiny.py', '--config.num_train_steps=40',
-                '--config.eval_every_steps=0', '--config.eval_steps=2')
+                '--config.batch_size=16', '--config.eval_every_steps=0', '--config.eval_steps=2')
 
 
 @pytest.fixture(scope='session')

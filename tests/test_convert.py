@@ -184,12 +184,22 @@ def test_bfloat16_on_request_and_bfloat16_files(hf_dirs, tmp_path):
                                                                                    np.float32))
 
 
-def _refused(hf_dir: str, tmp_path, message: str):
-  result = run_lm('from_hf', f'--hf_dir={hf_dir}', f'--workdir={tmp_path / "out"}', module='lm.convert', timeout=300)
-  assert result.returncode == 2, result.stdout[-1000:]
-  line = result.stderr.strip().splitlines()[-1]
-  assert line.startswith('error: ') and message in line, line
-  assert not os.path.exists(tmp_path / 'out' / 'checkpoints')
+def _refused(hf_dir: str, tmp_path, message: str, command: bool = False):
+  """from_hf refuses `hf_dir` with `message` and writes no checkpoint: through `lm.convert` (the one-line error,
+  exit 2) when `command`, else in-process (the same LmError, without a subprocess's start-up)."""
+  out = tmp_path / 'out'
+  if command:
+    result = run_lm('from_hf', f'--hf_dir={hf_dir}', f'--workdir={out}', module='lm.convert', timeout=300)
+    assert result.returncode == 2, result.stdout[-1000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith('error: ') and message in line, line
+  else:
+    from lm.errors import LmError
+    from lm.hf import convert as hf_convert
+    with pytest.raises(LmError) as error:
+      hf_convert.from_hf(hf_dir, str(out))
+    assert message in str(error.value) and '\n' not in str(error.value), str(error.value)
+  assert not os.path.exists(out / 'checkpoints')
 
 
 @pytest.mark.slow
@@ -200,7 +210,7 @@ def test_unsafe_or_broken_checkpoints_are_refused(hf_dirs, tmp_path):
   shutil.copytree(base, pickled)
   os.remove(pickled / 'model.safetensors')
   (pickled / 'pytorch_model.bin').write_bytes(b'not loaded')
-  _refused(str(pickled), tmp_path / 'a', 'only pytorch_model.bin (a pickle, which lm never loads)')
+  _refused(str(pickled), tmp_path / 'a', 'only pytorch_model.bin (a pickle, which lm never loads)', command=True)
   tampered = tmp_path / 'tampered'
   shutil.copytree(base, tampered)
   os.rename(tampered / 'model.safetensors', tampered / 'model-00001-of-00001.safetensors')
@@ -262,16 +272,18 @@ def test_gpt2_files_without_the_transformer_prefix_and_special_ids_from_config(h
 
 
 @pytest.mark.slow
-def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tmp_path):
-  result = run_lm('to_hf', f'--workdir={gpt_run[0]}', f'--hf_dir={tmp_path / "ok"}', module='lm.convert')
-  assert result.returncode == 0, result.stderr[-2000:]  # gpt_tiny:test is GPT-2 shaped
-  workdir = tmp_path / 'rope'
-  result = run_lm('--config=configs/gpt_tiny.py:test', f'--workdir={workdir}', '--config.model.position=rope',
-                  '--config.num_train_steps=2', '--config.num_samples=0', timeout=600)
-  assert result.returncode == 0, result.stderr[-2000:]
-  result = run_lm('to_hf', f'--workdir={workdir}', f'--hf_dir={tmp_path / "no"}', module='lm.convert')
-  last = result.stderr.strip().splitlines()[-1]
-  assert result.returncode == 2 and 'has no GPT2LMHeadModel layout in transformers' in last
+def test_a_model_without_an_hf_layout_is_not_exported(gpt_run, tiny_config, tmp_path):
+  """In-process (the command's one-line error is test_unsafe_or_broken_checkpoints_are_refused's): gpt_tiny:test is
+  GPT-2 shaped and exports; with RoPE positions it has no transformers layout and is refused."""
+  from lm.errors import ConfigError
+  from lm.hf import convert
+  from lm.training import loop
+  assert convert.to_hf(gpt_run[0], str(tmp_path / 'ok'))['architecture'] == 'GPT2LMHeadModel'
+  config = tiny_config.copy_and_resolve_references()
+  config.model.position, config.num_train_steps, config.num_samples = 'rope', 2, 0
+  loop.run(config, str(tmp_path / 'rope'))
+  with pytest.raises(ConfigError, match='has no GPT2LMHeadModel layout in transformers'):
+    convert.to_hf(str(tmp_path / 'rope'), str(tmp_path / 'no'))
 
 
 @pytest.mark.parametrize('name', sorted(CLASSES))

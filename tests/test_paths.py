@@ -29,6 +29,18 @@ def test_atomic_output_local_and_gs_and_nothing_on_failure(gcs, tmp_path):
   assert paths.path(f'{gcs}/paths-test').is_dir() and not paths.is_remote(str(tmp_path))
 
 
+def test_move_a_folder_on_gs_and_locally(gcs, tmp_path):
+  """What Checkpointer.set_aside does with an unreadable checkpoint: the whole folder moves."""
+  from lm import paths
+  for root in (str(tmp_path), f'{gcs}/move-test'):
+    for name in ('7/state/a', '7/state/d/b', '7/commit_success.txt'):
+      with paths.atomic_output(f'{root}/checkpoints/{name}') as tmp:
+        tmp.write_text(name)
+    paths.move(f'{root}/checkpoints/7', f'{root}/checkpoints_unreadable/7')
+    assert not paths.path(f'{root}/checkpoints/7').exists(), root
+    assert paths.path(f'{root}/checkpoints_unreadable/7/state/d/b').read_text() == '7/state/d/b', root
+
+
 def test_metrics_jsonl_on_gs_is_uploaded_on_flush_and_cut_back_on_resume(gcs):
   from lm.store import writers
   workdir = f'{gcs}/jsonl-test'
@@ -71,6 +83,7 @@ def test_events_writer_files_are_read_by_tensorboard(gcs, tmp_path):
     assert loss == [(1, 2.5), (2, 1.5)] and len(accumulator.Tensors('train/lr')) == 1, run
 
 
+@pytest.mark.slow
 def test_a_token_store_on_gs_has_the_local_bytes_and_reads_the_same_rows(gcs, tiny_config, tmp_path):
   from lm import paths
   from lm.data import store, store_builder
@@ -93,6 +106,7 @@ def test_a_token_store_on_gs_has_the_local_bytes_and_reads_the_same_rows(gcs, ti
   np.testing.assert_array_equal(np.asarray(starts_remote), np.asarray(starts_local))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, needle', [
     (['--workdir=s3://bucket/run'], '--workdir=s3://bucket/run: lm reads and writes local paths and gs:// only'),
     (['--workdir=gs://bucket/run'], '--workdir=gs://bucket/run: cannot reach bucket gs://bucket ([Errno 111]'),

@@ -84,7 +84,7 @@ def bert_reference(bert_setup):
   return run_steps(bert_setup[0], (1, 1, 1), bert_setup[1])[0]
 
 
-@pytest.mark.parametrize('mesh_shape', MESHES)
+@pytest.mark.parametrize('mesh_shape', [m for m in MESHES if m != (1, 8, 1)])  # fsdp alone: the decoder's test
 @pytest.mark.slow
 def test_encoder_same_losses_on_every_mesh(bert_setup, bert_reference, mesh_shape):
   config, batches = bert_setup

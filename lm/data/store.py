@@ -20,6 +20,7 @@ import dataclasses
 import io
 import json
 import os
+import pathlib
 
 import numpy as np
 from etils import epath
@@ -303,7 +304,7 @@ def remove_stale_temporaries(root: epath.Path) -> int:
   on Cloud Storage has none: its objects are uploaded whole."""
   if paths.is_remote(root):
     return 0
-  stale = [p for p in root.rglob('.*.tmp') if p.is_file()]
+  stale = [p for p in pathlib.Path(os.fspath(root)).rglob('.*.tmp') if p.is_file()]  # epath has no local rglob
   for path in stale:
     os.remove(path)
   return len(stale)
