@@ -130,10 +130,12 @@ def atomic_output(target: str | os.PathLike) -> Iterator[pathlib.Path]:
 
 
 def move(source: str | os.PathLike, target: str | os.PathLike) -> None:
-  """Moves a folder (a rename locally; copy-then-delete of each object on Cloud Storage)."""
+  """Moves a folder (a rename locally; copy-then-delete of each object on Cloud Storage: gcsfs's `mv` tries the
+  moveTo API first and backs off ~30 s where it is missing, as on emulators)."""
   if is_remote(source):
     fs = epath.backend.fsspec_backend.fs(os.fspath(source))
-    fs.mv(os.fspath(source), os.fspath(target), recursive=True)
+    fs.copy(os.fspath(source), os.fspath(target), recursive=True)
+    fs.rm(os.fspath(source), recursive=True)
   else:
     os.makedirs(os.path.dirname(os.fspath(target)), exist_ok=True)
     shutil.move(os.fspath(source), os.fspath(target))
