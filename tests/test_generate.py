@@ -53,13 +53,15 @@ def test_cached_logits_equal_the_full_forward_pass(overrides):
   tokens, pads = sampling.left_pad(PROMPTS[:2], max_len=64, max_new_tokens=8, pad_id=PAD, eos_id=EOS)
   continuation = np.array([[50, 51, 52, 53], [60, 61, 62, 63]], np.int32)
   cache = sampling._empty_cache(model, 2, tokens.shape[1] + 8)
-  logits, cache = sampling._apply_cached(model, params, cache, tokens, pads, 0)
+  apply_cached = jax.jit(sampling._apply_cached, static_argnums=(0,))  # one compile per shape, not op by op
+  logits, cache = apply_cached(model, params, cache, tokens, pads, 0)
   stepped = [logits]
   for i in range(4):  # teacher-forced steps through the cache
-    logits, cache = sampling._apply_cached(model, params, cache, continuation[:, i:i + 1], pads, tokens.shape[1] + i)
+    logits, cache = apply_cached(model, params, cache, continuation[:, i:i + 1], pads, tokens.shape[1] + i)
     stepped.append(logits)
   for row, prompt in enumerate(PROMPTS[:2]):  # each row alone, unpadded, through the training forward pass
-    full = model.apply({'params': params}, {'inputs': jnp.asarray([prompt + continuation[row].tolist()])})['logits']
+    inputs = jnp.asarray([prompt + continuation[row].tolist()])
+    full = jax.jit(model.apply)({'params': params}, {'inputs': inputs})['logits']
     expected = full[0, len(prompt) - 1:]
     np.testing.assert_allclose(np.stack([s[row] for s in stepped]), expected, atol=2e-4, rtol=1e-4)
 
