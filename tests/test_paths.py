@@ -111,6 +111,7 @@ def test_a_token_store_on_gs_has_the_local_bytes_and_reads_the_same_rows(gcs, ti
     (['--workdir=s3://bucket/run'], '--workdir=s3://bucket/run: lm reads and writes local paths and gs:// only'),
     (['--workdir=gs://bucket/run'], '--workdir=gs://bucket/run: cannot reach bucket gs://bucket ([Errno 111]'),
     (['--workdir={tmp}/wd', '--config.data.store=hdfs://nn/store'], 'data.store=hdfs://nn/store: lm reads and'),
+    (['--workdir={tmp}/wd', '--config.data.tokenizer=s3://b/t.model'], 'data.tokenizer=s3://b/t.model: lm reads'),
 ])
 def test_a_scheme_lm_cannot_write_or_an_unreachable_bucket_is_one_line_and_writes_nothing(args, needle, tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}

@@ -118,6 +118,7 @@ def _check_data_and_objectives(config):
       raise ConfigError(f"data.mixture mixes pretraining sources; data.task={d.task!r} reads one record set")
     mixture.components(config)
   paths.check_usable(d.store, 'data.store', write=False)
+  paths.check_usable(d.tokenizer, 'data.tokenizer', write=False)
   if d.tokenizer and not paths.path(d.tokenizer).is_file():
     raise ConfigError(f'data.tokenizer: no file at {d.tokenizer!r}; give a SentencePiece .model or leave it empty')
   if not config.objectives:
