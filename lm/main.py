@@ -30,7 +30,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()  # library INFO chatter off; --verbosity=0 shows clu's metric log too
   config, config_path = cli.loaded_config(_CONFIG)
-  from lm import paths
+  from lm.store import paths
   workdir = os.fspath(paths.path(_WORKDIR.value or default_workdir(config_path)))  # ~ expanded; gs:// kept
   import jax  # after flag parsing and the config file, so --help and their errors are instant
 

@@ -41,10 +41,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_logs()
   config, _ = cli.loaded_config(_CONFIG)
-  from lm import paths
   from lm.config import validation
   from lm.data import store_builder
   from lm.errors import DataError, LmError
+  from lm.store import paths
   try:
     _check_flags()
     validation.validate(config)

@@ -22,7 +22,7 @@ os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_p
 os.environ.setdefault('LM_CACHE_DIR', tempfile.mkdtemp(prefix='lm-test-cache-'))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # Every gs:// path of the session (this process and the commands it runs) goes to the emulator of the `gcs` fixture,
-# set before lm.paths is imported (it configures the clients from it). Never Google's servers.
+# set before lm.store.paths is imported (it configures the clients from it). Never Google's servers.
 os.environ['STORAGE_EMULATOR_HOST'] = f'http://127.0.0.1:{_free_port()}'
 
 import pytest  # noqa: E402

@@ -5,7 +5,7 @@
 One gap to real Cloud Storage is closed here: the emulator's object downloads omit the `x-goog-generation` header
 that Cloud Storage sends and that tensorstore (orbax's array writer) reads to make its conditional writes
 (`Malformed StorageGeneration` otherwise). The header is added from the emulator's own object record; nothing of lm
-is replaced. Clients reach it through STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT (see lm/paths.py).
+is replaced. Clients reach it through STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT (see lm/store/paths.py).
 """
 import sys
 import time

@@ -1,4 +1,4 @@
-"""lm/paths.py and what writes through it, on local folders and on gs:// (a real Cloud Storage API on 127.0.0.1,
+"""lm/store/paths.py and what writes through it, on local folders and on gs:// (a real Cloud Storage API on 127.0.0.1,
 the `gcs` fixture): atomic writes, metrics.jsonl and TensorBoard events, a token store read back by ranged reads,
 and the one-line refusals of a scheme lm cannot write or a bucket it cannot reach (before anything is written)."""
 import os
@@ -17,7 +17,7 @@ def _gcs_fs():
 
 
 def test_atomic_output_local_and_gs_and_nothing_on_failure(gcs, tmp_path):
-  from lm import paths
+  from lm.store import paths
   for target in (str(tmp_path / 'sub' / 'a.txt'), f'{gcs}/paths-test/a.txt'):
     with paths.atomic_output(target) as tmp:
       tmp.write_text('one')
@@ -31,7 +31,7 @@ def test_atomic_output_local_and_gs_and_nothing_on_failure(gcs, tmp_path):
 
 def test_move_a_folder_on_gs_and_locally(gcs, tmp_path):
   """What Checkpointer.set_aside does with an unreadable checkpoint: the whole folder moves."""
-  from lm import paths
+  from lm.store import paths
   for root in (str(tmp_path), f'{gcs}/move-test'):
     for name in ('7/state/a', '7/state/d/b', '7/commit_success.txt'):
       with paths.atomic_output(f'{root}/checkpoints/{name}') as tmp:
@@ -85,8 +85,8 @@ def test_events_writer_files_are_read_by_tensorboard(gcs, tmp_path):
 
 @pytest.mark.slow
 def test_a_token_store_on_gs_has_the_local_bytes_and_reads_the_same_rows(gcs, tiny_config, tmp_path):
-  from lm import paths
   from lm.data import store, store_builder
+  from lm.store import paths
   fs = _gcs_fs()
   built = {}
   for where in (str(tmp_path / 'store'), f'{gcs}/store-test'):

@@ -116,7 +116,7 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(reference, tmp_
 def test_a_gs_workdir_and_store_are_killed_and_resumed_from_the_bucket(reference, gcs, tmp_path):
   """--workdir and data.store on gs:// (a Cloud Storage API on 127.0.0.1): kill -9 after a checkpoint, resume from
   the bucket with the local reference's losses; best/, TensorBoard events and the store there too; nothing written
-  under the current directory. (Setting an unreadable checkpoint aside moves it with lm.paths.move: test_paths.)"""
+  under the current directory. (Setting an unreadable checkpoint aside moves it: paths.move, test_paths.)"""
   from etils import epath
 
   from lm.store import writers

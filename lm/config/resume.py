@@ -4,9 +4,9 @@ import json
 
 import ml_collections
 
-from lm import paths
 from lm.config import base
 from lm.errors import ConfigError
+from lm.store import paths
 
 FREE_FORM = ('objectives', 'data.mixture')  # sub-dicts whose keys are names, checked on their own, not by the base
 # Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.

@@ -3,10 +3,10 @@ import re
 
 import ml_collections
 
-from lm import paths
 from lm.config import base, resume
 from lm.errors import ConfigError
 from lm.models import registry
+from lm.store import paths
 
 CHOICES = {  # model.type: a name in models/registry.py (checked against the registry as it is at validation)
     'model.norm': ('pre', 'post'),

@@ -1,4 +1,4 @@
-"""Where the data package keeps its caches (written through lm.paths.atomic_output)."""
+"""Where the data package keeps its caches (written through lm.store.paths.atomic_output)."""
 import os
 import pathlib
 

@@ -25,9 +25,9 @@ import pathlib
 import numpy as np
 from etils import epath
 
-from lm import paths
 from lm.data import sources, tokenizer as tokenizer_lib
 from lm.errors import DataError
+from lm.store import paths
 
 FORMAT = 'lm-token-store-1'  # bumped when the layout changes
 MANIFEST = 'store.json'

@@ -16,8 +16,8 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from lm import paths
 from lm.data import cache, mixture, sources, store, tokenizer as tokenizer_lib
+from lm.store import paths
 
 _SPLITS = ('train', 'eval')
 

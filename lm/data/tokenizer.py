@@ -14,9 +14,9 @@ import numpy as np
 import sentencepiece as spm
 from absl import logging
 
-from lm import paths
 from lm.data import cache, sources
 from lm.errors import DataError
+from lm.store import paths
 
 # The special tokens, defined here and nowhere else.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

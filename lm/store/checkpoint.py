@@ -8,9 +8,9 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from lm import paths
 from lm.errors import CheckpointError, SaveError
 from lm.models import layers
+from lm.store import paths
 
 BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see training/hooks.BestCheckpoint
 

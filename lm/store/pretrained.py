@@ -6,11 +6,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lm import paths
 from lm.config import resume
 from lm.errors import ConfigError
 from lm.models import registry
-from lm.store import checkpoint
+from lm.store import checkpoint, paths
 
 
 def _unflat(flat: dict) -> dict:

@@ -10,13 +10,12 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lm import paths
 from lm.config import resume
 from lm.data import tokenizer as tokenizer_lib
 from lm.errors import CheckpointError, UsageError
 from lm.models import registry
 from lm.parallel import sharding
-from lm.store import checkpoint
+from lm.store import checkpoint, paths
 
 
 class LoadedRun(NamedTuple):

@@ -1,5 +1,5 @@
 """Metric writers: metrics.jsonl (one merged line per step, cut back to the restored step on resume), and TensorBoard
-+ logging on process 0: clu's TensorBoard writer for a local workdir, `EventsWriter` (through lm.paths) for gs://."""
++ logging on process 0: clu's TensorBoard writer for a local workdir, `EventsWriter` (through lm.store.paths) for gs://."""
 import io
 import json
 import math
@@ -13,7 +13,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.scalar import summary_v2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from lm import paths
+from lm.store import paths
 
 METRICS_FILE = 'metrics.jsonl'  # in the workdir
 
@@ -126,7 +126,7 @@ class JsonlWriter(_ScalarsOnly):
 
 
 class EventsWriter(_ScalarsOnly):
-  """TensorBoard scalars written through lm.paths (for gs:// workdirs, where TensorFlow's writer cannot be pointed
+  """TensorBoard scalars written through lm.store.paths (for gs:// workdirs, where TensorFlow's writer cannot be pointed
   at another endpoint): events are kept in memory and each flush() writes them as one new complete event file
   (`events.out.tfevents.<time>.<host>.<pid>.<n>`), which TensorBoard reads in name order like one growing file."""
 

@@ -22,13 +22,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lm import paths
 from lm.config import resume
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import ConfigError, NonFiniteLossError
 from lm.inference import sampling
 from lm.parallel import sharding
-from lm.store import checkpoint, writers
+from lm.store import checkpoint, paths, writers
 from lm.training import preemption, step as step_lib
 
 

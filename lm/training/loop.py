@@ -7,7 +7,6 @@ import jax
 import numpy as np
 from clu import parameter_overview
 
-from lm import paths
 from lm.config import resume
 from lm.data import pipeline
 from lm.errors import CheckpointError
@@ -15,7 +14,7 @@ from lm.inference import sampling
 from lm.models import registry
 from lm.parallel import sharding
 from lm.perf import flops
-from lm.store import checkpoint, pretrained, workdir as workdir_lib, writers
+from lm.store import checkpoint, paths, pretrained, workdir as workdir_lib, writers
 from lm.training import hooks as hooks_lib, optim, progress as progress_lib, state as state_lib, step as step_lib
 
 
