@@ -45,6 +45,18 @@ def clm_sums(outputs, batch, config) -> dict:
   return token_cross_entropy(outputs['logits'], batch['targets'], batch['weights'])
 
 
+def seq2seq_sums(outputs, batch, config) -> dict:
+  """Encoder-decoder: cross-entropy of the decoder's logits against `targets` (teacher forcing), on the weighted
+  target tokens; with config.z_loss > 0 also z_loss * log(Z)^2 per token (t5x's auxiliary loss keeping the
+  softmax normaliser near 1), reported as 'z_loss'."""
+  sums = token_cross_entropy(outputs['logits'], batch['targets'], batch['weights'])
+  if config.z_loss:
+    log_z = jax.nn.logsumexp(outputs['logits'].astype(jnp.float32), axis=-1)
+    sums['z_loss'] = jnp.sum(config.z_loss * jnp.square(log_z) * batch['weights'])
+    sums['loss'] = sums['loss'] + sums['z_loss']
+  return sums
+
+
 def mlm_sums(outputs, batch, config) -> dict:
   """Masked LM: predict the original token at each (gathered) masked position."""
   del config
@@ -114,6 +126,7 @@ def _count_weights(key: str):
 
 OBJECTIVES: dict[str, Objective] = {
     'clm': Objective(clm_sums, _count_weights('weights')),
+    'seq2seq': Objective(seq2seq_sums, _count_weights('weights')),
     'mlm': Objective(mlm_sums, _count_weights('mlm_weights')),
     'nsp': Objective(nsp_sums, _count_examples),
     'contrastive': Objective(contrastive_sums, _count_examples, views=2),

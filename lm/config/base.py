@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_max_new_tokens = 64  # length of each end-of-training sample
   c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
   c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
+  c.z_loss = 0.0  # 'seq2seq' objective: + z_loss * log(Z)^2 per target token (PaLM / t5x use 1e-4; 0 = off)
 
   c.model = _model()  # network shape and numerics
   c.data = _data()  # corpus, tokenizer and input pipeline
@@ -49,9 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _model() -> ml_collections.ConfigDict:
   """config.model: network shape and numerics."""
   m = ml_collections.ConfigDict()
-  m.type = registry.DEFAULT  # model family (lm/models/registry.py): gpt (causal decoder; llama() layout) or bert
+  m.type = registry.DEFAULT  # model family (lm/models/registry.py): gpt (causal decoder; llama() layout), bert
+  # (encoder) or t5 (encoder-decoder; t5() layout)
   m.norm = 'pre'  # block layout: 'pre' (LN before attention/MLP, GPT-2) or 'post' (LN after the residual, BERT)
-  m.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2), 'gelu' (exact, BERT) or 'swiglu' (gated SiLU, Llama)
+  m.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2), 'gelu' (exact, BERT), 'swiglu' (gated SiLU, Llama),
+  # 'geglu' (gated tanh-GELU, T5 v1.1) or 'relu' (T5 v1.0)
   m.norm_type = 'layernorm'  # normalisation layers: 'layernorm' (GPT-2, BERT) or 'rmsnorm' (Llama)
   m.use_bias = True  # biases in the attention and MLP projections (Llama has none)
   m.num_kv_heads = 0  # key/value heads for grouped-query attention (0 = num_heads; must divide num_heads)
@@ -59,12 +62,16 @@ def _model() -> ml_collections.ConfigDict:
   m.num_labels = 0  # classification head size (data.task='classify'; 0 = from the dataset's labels)
   m.num_layers = 4  # transformer blocks
   m.num_heads = 4  # attention heads
+  m.head_dim = 0  # size of each attention head (0 = d_model // num_heads; T5.1.1 small: 512 = 6 heads x 64 + ...)
+  m.num_decoder_layers = 0  # encoder-decoder (t5): decoder blocks (0 = num_layers, the encoder's)
   m.d_model = 256  # hidden size
   m.d_ff = 1024  # MLP hidden size
   m.vocab_size = 8192  # tokenizer (and embedding) vocabulary size
   m.max_len = 1024  # maximum sequence length (size of the learned position table)
-  m.position = 'learned'  # position encoding: 'learned' (GPT-2) or 'rope'
+  m.position = 'learned'  # position encoding: 'learned' (GPT-2), 'rope' or 'relative' (T5's bias on the scores)
   m.rope_theta = 10000.0  # RoPE base frequency (position='rope' only)
+  m.relative_attention_buckets = 32  # position='relative': buckets of the relative position bias (per stack)
+  m.relative_attention_max_distance = 128  # position='relative': distances from this on share the last bucket
   m.dropout = 0.0  # dropout rate on embeddings, attention output and MLP output
   m.layer_norm_eps = 1e-5  # LayerNorm / RMSNorm epsilon
   m.tie_embeddings = True  # output projection shares the token embedding matrix
@@ -79,12 +86,22 @@ def _model() -> ml_collections.ConfigDict:
 def _data() -> ml_collections.ConfigDict:
   """config.data: corpus, tokenizer and input pipeline."""
   d = ml_collections.ConfigDict()
-  d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label) or 'sft' (instruction JSONL)
-  d.source = 'embedded'  # 'embedded' (stdlib text; see WORKSPACE.md), 'text', 'jsonl', 'csv', 'parquet' or 'tfds'
+  d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label), 'sft' (instruction JSONL) or
+  # 'seq2seq' ((source, target) pairs for an encoder-decoder: translation, summarization; lm/data/seq2seq.py)
+  d.source = 'embedded'  # 'embedded' (stdlib text; see WORKSPACE.md), 'text', 'jsonl', 'csv', 'parquet', 'tfds' or
+  # 'gettext' (seq2seq: .mo catalogs in data.path, English msgid -> translation)
   d.path = ''  # files or globs for 'text' / 'jsonl' / 'parquet', comma-separated; local or gs://, plain, .gz or .zst
   d.text_key = 'text'  # field holding the text in 'jsonl'/'csv' records and tfds examples
   d.text_b_key = ''  # classify: field of the second text of a pair, e.g. 'hypothesis' ('' = single texts)
   d.label_key = 'label'  # classify: field of the label (integer, or strings mapped to ids in sorted order)
+  d.source_key = 'source'  # seq2seq: field of the source text (jsonl/csv/tfds; wmt14_translate/de-en: 'de')
+  d.target_key = 'target'  # seq2seq: field of the target text (wmt14_translate/de-en: 'en'; cnn_dailymail: highlights)
+  d.task_prefix = ''  # seq2seq: text put before every source, e.g. 'translate German to English: ', 'summarize: '
+  d.target_len = 0  # encoder-decoder: decoder tokens per example (0 = span corruption's length for seq_len inputs,
+  # or seq_len for seq2seq); longer seq2seq targets are truncated (eos kept) and counted
+  d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted
+  d.mean_noise_span_length = 3.0  # span corruption: mean length of a corrupted span
+  d.num_sentinels = 0  # sentinel ids <extra_id_k> = vocab_size-1-k at the top of the tokenizer (t5 preset: 100)
   d.eval_path = ''  # classify/sft: jsonl/csv file(s) of the eval split ('' = hold out eval_fraction of data.path)
   d.tfds_name = ''  # tfds dataset name for source='tfds', e.g. 'lm1b' or 'wikipedia/20230601.en'
   d.tfds_data_dir = ''  # tfds data_dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -187,6 +204,12 @@ def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval_steps = 0  # the whole held-out split
   c.best_metric = 'eval/accuracy'
   return c
+
+
+def t5(c: ml_collections.ConfigDict, version: str = '1.1') -> ml_collections.ConfigDict:
+  """Turns `c` into a T5 encoder-decoder: version '1.1' (gated GELU, untied head) or '1.0' (ReLU, tied head)."""
+  from lm.models import t5 as t5_family
+  return t5_family.preset(c, version)
 
 
 def llama(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

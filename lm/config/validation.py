@@ -10,15 +10,15 @@ from lm.store import paths
 
 CHOICES = {  # model.type: a name in models/registry.py (checked against the registry as it is at validation)
     'model.norm': ('pre', 'post'),
-    'model.activation': ('gelu_tanh', 'gelu', 'swiglu'),
+    'model.activation': ('gelu_tanh', 'gelu', 'swiglu', 'geglu', 'relu'),
     'model.norm_type': ('layernorm', 'rmsnorm'),
-    'model.position': ('learned', 'rope'),
+    'model.position': ('learned', 'rope', 'relative'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
     'model.remat': ('none', 'full', 'dots'),
-    'data.task': ('pretrain', 'classify', 'sft'),
-    'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds'),
+    'data.task': ('pretrain', 'classify', 'sft', 'seq2seq'),
+    'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds', 'gettext'),
     'data.packing': ('packed', 'concat'),
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw',),
@@ -30,7 +30,8 @@ POSITIVE = ('num_train_steps', 'max_skipped_steps', 'batch_size', 'seq_len', 'gr
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
             'data.tokenizer_sentences', 'data.num_threads', 'data.store_shard_documents')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
-                'model.num_labels', 'model.num_kv_heads', 'optimizer.freeze_layers', 'num_samples',
+                'model.num_labels', 'model.num_kv_heads', 'model.head_dim', 'model.num_decoder_layers',
+                'data.target_len', 'data.num_sentinels', 'z_loss', 'optimizer.freeze_layers', 'num_samples',
                 'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'data.tokenizer_sample_bytes',
                 'optimizer.learning_rate',
@@ -89,13 +90,14 @@ def _check_values(config):
 
 def _check_model(config):
   m = config.model
-  if m.d_model % m.num_heads:
-    raise ConfigError(f'model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}')
+  if m.d_model % m.num_heads and not m.head_dim:
+    raise ConfigError(f'model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}; make it so, '
+                      'or set model.head_dim')
   if m.num_kv_heads and m.num_heads % m.num_kv_heads:
     raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} '
                       '(grouped-query attention; 0 = num_heads)')
-  if m.position == 'rope' and (m.d_model // m.num_heads) % 2:
-    raise ConfigError(f'model.position=rope needs an even head size, got d_model/num_heads={m.d_model // m.num_heads}')
+  if m.position == 'rope' and (m.head_dim or m.d_model // m.num_heads) % 2:
+    raise ConfigError(f'model.position=rope needs an even head size, got {m.head_dim or m.d_model // m.num_heads}')
   if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
   if config.num_samples and config.sample_max_new_tokens >= m.max_len:
@@ -136,9 +138,10 @@ def _check_data_and_objectives(config):
 
 # data.task -> (the objectives it feeds, the sources it reads); the model families that take it: Family.tasks
 TASKS = {
-    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive'), ('embedded', 'text', 'jsonl', 'parquet', 'tfds')),
+    'pretrain': (('clm', 'mlm', 'nsp', 'contrastive', 'seq2seq'), ('embedded', 'text', 'jsonl', 'parquet', 'tfds')),
     'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds')),
     'sft': (('clm',), ('embedded', 'jsonl')),
+    'seq2seq': (('seq2seq',), ('embedded', 'jsonl', 'csv', 'tfds', 'gettext')),
 }
 
 

@@ -23,7 +23,9 @@ from lm.data import (
   instructions,
   mixture,
   packing,
+  seq2seq,
   sources,
+  span_corruption,
   store,
   store_builder,
   tokenizer as tokenizer_lib,
@@ -32,13 +34,14 @@ from lm.errors import DataError
 from lm.models import registry
 
 # what prepare() returns per split
-Examples = (packing.PackedSequences | bert.SentencePairs | classification.ClassificationExamples
-            | instructions.InstructionExamples)
+Examples = (packing.PackedSequences | bert.SentencePairs | span_corruption.SpanCorruptionExamples
+            | classification.ClassificationExamples | instructions.InstructionExamples | seq2seq.Seq2SeqExamples)
+_RANDOM_EXAMPLES = (bert.SentencePairs, span_corruption.SpanCorruptionExamples)  # made by grain's random_map
 
 
-def _sentence_pairs(config: ml_collections.ConfigDict) -> bool:
-  """True when the model family pretrains on BERT sentence pairs rather than packed rows."""
-  return registry.get(config.model.type).pretrain_examples == 'sentence_pairs'
+def _layout(config: ml_collections.ConfigDict) -> str:
+  """The family's pretraining example layout: 'packed', 'sentence_pairs' or 'span_corruption'."""
+  return registry.get(config.model.type).pretrain_examples
 
 
 def _rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer, root: pathlib.Path,
@@ -50,8 +53,14 @@ def _rows(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
     raise DataError(f'data: the {split} split has {len(tokens)} tokens ({documents} documents), fewer than one '
                     f'row of seq_len+1={config.seq_len + 1}; lower --config.seq_len or give the split more data '
                     '(data.eval_fraction, data.max_documents, data.path)')
-  if _sentence_pairs(config):
+  if _layout(config) == 'sentence_pairs':
     return bert.SentencePairs.from_config(config, tokenizer, tokens, starts)
+  if _layout(config) == 'span_corruption':
+    examples = span_corruption.SpanCorruptionExamples.from_config(config, tokenizer, tokens)
+    if not len(examples):
+      raise DataError(f'data: the {split} split has {len(tokens)} tokens, fewer than one span-corruption example '
+                      f'of {examples.raw_tokens_length}; lower --config.seq_len or give the split more data')
+    return examples
   return packing.PackedSequences(tokens, starts, config.seq_len, config.data.packing)
 
 
@@ -77,6 +86,19 @@ def _prepare_sft(config: ml_collections.ConfigDict):
   train, eval_ = (instructions.get_records(config.data, split) for split in ('train', 'eval'))
   tokenizer = tokenizer_lib.get_tokenizer(config, sources.TextView(train, ''.join, train.fingerprint))
   return tokenizer, *(instructions.InstructionExamples(r, tokenizer, config.seq_len) for r in (train, eval_))
+
+
+def _prepare_seq2seq(config: ml_collections.ConfigDict):
+  """(source, target) records -> encoder-decoder examples; reports how many sources / targets were truncated."""
+  train, eval_ = (seq2seq.get_records(config.data, split) for split in ('train', 'eval'))
+  texts = sources.TextView(train, lambda r: f'{r[0]}\n{r[1]}', train.fingerprint)
+  tokenizer = tokenizer_lib.get_tokenizer(config, texts)
+  examples = [seq2seq.Seq2SeqExamples(r, tokenizer, config) for r in (train, eval_)]
+  if jax.process_index() == 0:
+    for name, e in zip(('train', 'eval'), examples):
+      print(f'seq2seq {name}: {len(e)} pairs; {e.num_truncated_sources} sources truncated to seq_len={e.seq_len}, '
+            f'{e.num_truncated_targets} targets to data.target_len={e.target_len}', flush=True)
+  return tokenizer, *examples
 
 
 def _prepare_mixture(config: ml_collections.ConfigDict):
@@ -106,6 +128,8 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
     return _prepare_classify(config)
   if config.data.task == 'sft':
     return _prepare_sft(config)
+  if config.data.task == 'seq2seq':
+    return _prepare_seq2seq(config)
   if config.data.mixture:
     return _prepare_mixture(config)
   built = store_builder.build(config)
@@ -120,8 +144,9 @@ def prepare_eval(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tok
 
 
 def _make_examples(ds: grain.MapDataset, rows: Examples, seed: int) -> grain.MapDataset:
-  """BERT anchors -> examples by a random map seeded by (seed, index in `ds`); packed rows are examples already."""
-  if isinstance(rows, bert.SentencePairs):
+  """BERT / span-corruption anchors -> examples by a random map seeded by (seed, index in `ds`); packed rows and
+  records are examples already."""
+  if isinstance(rows, _RANDOM_EXAMPLES):
     return ds.random_map(rows.make_example, seed=seed)
   return ds
 
@@ -217,6 +242,13 @@ def eval_sets(config: ml_collections.ConfigDict, rows: Examples, process_index: 
   return {'': eval_batches(config, rows, process_index, process_count)}
 
 
+class _SyntheticVocab:
+  """What an example maker reads of a tokenizer, for batch shapes without one."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.vocab_size, self.eos_id = config.model.vocab_size, tokenizer_lib.EOS_ID
+
+
 def batch_spec(config: ml_collections.ConfigDict) -> dict:
   """{key: jax.ShapeDtypeStruct} of one global pretraining batch: the keys, shapes and dtypes the real pipeline
   yields, taken from its own example maker over a small synthetic stream (no corpus or tokenizer is read). For
@@ -227,7 +259,13 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict:
   tokens = np.arange(length, dtype=np.int32) % (config.model.vocab_size - tokenizer_lib.NUM_SPECIAL_IDS) \
       + tokenizer_lib.NUM_SPECIAL_IDS
   starts = np.array([0, length // 2], np.int64)
-  if _sentence_pairs(config):
+  if _layout(config) == 'span_corruption':
+    raw = span_corruption.random_spans_helper(config.seq_len, config.data.noise_density,
+                                              config.data.mean_noise_span_length)[0]
+    tokens = np.resize(tokens, 4 * raw)
+    example = span_corruption.SpanCorruptionExamples.from_config(config, _SyntheticVocab(config), tokens
+                                                                 ).make_example(0, np.random.default_rng(0))
+  elif _layout(config) == 'sentence_pairs':
     data = config.data
     rows = bert.SentencePairs(tokens, starts, config.seq_len, vocab_size=config.model.vocab_size,
                               mask_prob=data.mask_prob, max_predictions=data.max_predictions_per_seq,

@@ -162,22 +162,45 @@ def _lines(documents: sources.Documents):
         yield line
 
 
+def sentinel_piece(k: int) -> str:
+  """The text of sentinel k of span corruption (T5's name): id vocab_size - 1 - k."""
+  return f'<extra_id_{k}>'
+
+
+def with_sentinels(model_proto: bytes, num_sentinels: int) -> bytes:
+  """The SentencePiece model with `num_sentinels` user-defined pieces appended, so that sentinel k
+  (`sentinel_piece(k)`) has id vocab_size - 1 - k, counting down from the top as in T5's vocabulary."""
+  from sentencepiece import sentencepiece_model_pb2
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(model_proto)
+  for k in reversed(range(num_sentinels)):
+    proto.pieces.add(piece=sentinel_piece(k), score=0.0,
+                     type=sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED)
+  return proto.SerializeToString()
+
+
 def train_tokenizer(documents: sources.Documents, settings: dict) -> Tokenizer:
-  """Trains SentencePiece on the non-blank lines of `documents` with `settings` (see `_settings`)."""
+  """Trains SentencePiece on the non-blank lines of `documents` with `settings` (see `_settings`); with
+  settings['num_sentinels'] = N the last N of the vocab_size ids are span-corruption sentinels."""
   model = io.BytesIO()
   spm.set_random_generator_seed(settings['seed'])
-  kwargs = {k: v for k, v in settings.items() if k != 'seed'}
+  sentinels = settings.get('num_sentinels', 0)
+  kwargs = {k: v for k, v in settings.items() if k not in ('seed', 'num_sentinels')}
+  kwargs['vocab_size'] -= sentinels
   try:
     spm.SentencePieceTrainer.train(sentence_iterator=_lines(documents), model_writer=model, **kwargs)
   except RuntimeError as e:
     raise DataError(f'model.vocab_size: training a {kwargs["vocab_size"]}-piece tokenizer failed ({e}); lower '
                     '--config.model.vocab_size, use more data, or set --config.data.tokenizer') from e
-  return Tokenizer(model.getvalue())
+  return Tokenizer(with_sentinels(model.getvalue(), sentinels) if sentinels else model.getvalue())
 
 
 def _settings(config: ml_collections.ConfigDict) -> dict:
-  return dict(_TRAIN_SETTINGS, vocab_size=config.model.vocab_size, model_type=config.data.tokenizer_type,
-              input_sentence_size=config.data.tokenizer_sentences, seed=_TRAIN_SEED)
+  settings = dict(_TRAIN_SETTINGS, vocab_size=config.model.vocab_size, model_type=config.data.tokenizer_type,
+                  input_sentence_size=config.data.tokenizer_sentences, seed=_TRAIN_SEED)
+  if config.data.num_sentinels:  # only then: the cache key of every other tokenizer stays what it was
+    settings['num_sentinels'] = config.data.num_sentinels
+  return settings
 
 
 def tokenizer_path(config: ml_collections.ConfigDict, documents: sources.Documents) -> pathlib.Path:
@@ -229,7 +252,19 @@ def get_tokenizer(config: ml_collections.ConfigDict, documents: sources.Document
       tokenizer = train_tokenizer(documents, _settings(config))
       tokenizer.save(path)
   check_vocab_size(config, tokenizer, path)
+  check_sentinels(config, tokenizer, path)
   return tokenizer
+
+
+def check_sentinels(config: ml_collections.ConfigDict, tokenizer, path) -> None:
+  """DataError unless the tokenizer's top data.num_sentinels ids are the sentinels <extra_id_0> (the last id) down
+  to <extra_id_N-1>, so that no real text is ever mistaken for one."""
+  n = config.data.num_sentinels
+  for k in (0, n - 1) if n else ():
+    if tokenizer.id_to_piece(tokenizer.vocab_size - 1 - k) != sentinel_piece(k):
+      raise DataError(f'data.num_sentinels={n} but tokenizer {path} has '
+                      f'{tokenizer.id_to_piece(tokenizer.vocab_size - 1 - k)!r}, not {sentinel_piece(k)!r}, at id '
+                      f'{tokenizer.vocab_size - 1 - k}; use a tokenizer with T5 sentinels or set data.tokenizer=\'\'')
 
 
 def check_vocab_size(config: ml_collections.ConfigDict, tokenizer, path) -> None:

@@ -1,4 +1,4 @@
-"""Which Hugging Face architectures lm converts, and the layout module (gpt2.py, bert.py, llama.py) of each.
+"""Which Hugging Face architectures lm converts, and the layout module (gpt2.py, bert.py, llama.py, t5.py) of each.
 
 A layout module defines: `model_keys(hf config) -> config.model keys`, `hf_config(config.model) -> HF config.json`,
 `tensor_rules(config.model, tensor names) -> [rules.Rule]`, `preset(config)` (the lm family preset it starts from)
@@ -8,7 +8,7 @@ import types
 from typing import NamedTuple
 
 from lm.errors import ConfigError
-from lm.hf import bert, gpt2, llama
+from lm.hf import bert, gpt2, llama, t5
 from lm.models import registry
 
 
@@ -25,14 +25,18 @@ ARCHITECTURES = {
     'BertModel': Architecture(bert, ('position_ids',)),
     'BertForSequenceClassification': Architecture(bert, ('position_ids',)),
     'LlamaForCausalLM': Architecture(llama, llama.IGNORED),
+    'T5ForConditionalGeneration': Architecture(t5, t5.IGNORED),
 }
 
 
 def export_architecture(model_cfg) -> str:
   """The HF architecture an lm model exports to (encoders: BertForPreTraining, or BertForSequenceClassification with
-  a classifier; decoders: GPT2LMHeadModel or LlamaForCausalLM by their layout); ConfigError when it fits none."""
+  a classifier; decoders: GPT2LMHeadModel or LlamaForCausalLM by their layout; encoder-decoders:
+  T5ForConditionalGeneration); ConfigError when it fits none."""
   m = model_cfg
-  if not registry.get(m.type).causal:
+  if registry.get(m.type).encoder_decoder:
+    arch = 'T5ForConditionalGeneration'
+  elif not registry.get(m.type).causal:
     arch = 'BertForSequenceClassification' if m.num_labels else 'BertForPreTraining'
   else:
     arch = 'LlamaForCausalLM' if m.norm_type == 'rmsnorm' else 'GPT2LMHeadModel'

@@ -111,6 +111,8 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   arch = architectures.export_architecture(run.config.model)
   layout = architectures.ARCHITECTURES[arch].layout
   hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32'}
+  if hasattr(layout, 'token_ids'):  # the special ids generation reads from config.json
+    hf_cfg.update(layout.token_ids(run.tokenizer))
   flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
                      for k, v in checkpoint.flatten(run.params).items()})
   rules = layout.tensor_rules(run.config.model)
@@ -126,12 +128,14 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
 
 
 def _unstacked(flat: dict) -> dict:
-  """Scanned blocks ('blocks/attn/...', a leading layer axis) as 'block_<i>/attn/...', the layout the rules name."""
+  """Scanned blocks ('blocks/attn/...' or 'encoder/blocks/...', a leading layer axis) as 'block_<i>/attn/...',
+  the layout the rules name."""
   out = {}
   for name, array in flat.items():
-    if name.startswith('blocks/'):
+    prefix, found, rest = name.partition('blocks/')
+    if found and (not prefix or prefix.endswith('/')):
       for i, layer in enumerate(array):
-        out[f'block_{i}/{name[len("blocks/"):]}'] = layer
+        out[f'{prefix}block_{i}/{rest}'] = layer
     else:
       out[name] = array
   return out

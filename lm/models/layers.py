@@ -40,6 +40,14 @@ class ModelConfig:
   type_vocab_size: int = 0
   num_labels: int = 0
   causal: bool = True
+  head_dim: int = 0  # per-head size (0 = d_model // num_heads; filled in by __post_init__)
+  num_decoder_layers: int = 0  # encoder-decoder: decoder blocks (0 = num_layers)
+  relative_attention_buckets: int = 32  # position='relative' (T5): buckets of the relative position bias
+  relative_attention_max_distance: int = 128  # position='relative': distances beyond this share the last bucket
+
+  def __post_init__(self):
+    if not self.head_dim:
+      object.__setattr__(self, 'head_dim', self.d_model // self.num_heads)
 
   @classmethod
   def from_config(cls, model_cfg, **overrides) -> 'ModelConfig':
@@ -48,10 +56,6 @@ class ModelConfig:
     values = {k: v for k, v in model_cfg.items() if k in names}
     values.update(overrides)
     return cls(**values)
-
-  @property
-  def head_dim(self) -> int:
-    return self.d_model // self.num_heads
 
   @property
   def kv_heads(self) -> int:
@@ -102,19 +106,24 @@ def attention_mask(segment_ids: jax.Array | None) -> jax.Array | None:
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None, :, :]
 
 
-def _softmax_attend(q, k, v, mask, causal: bool, offset: int):
+def _softmax_attend(q, k, v, mask, causal: bool, offset: int, bias=None, scale: float | None = None):
   """Head-major q [B, H, t, D] against k, v [B, Hkv, s, D]; query i sits at position offset + i for causality.
 
   With grouped-query attention (Hkv < H) each group of H/Hkv query heads reads its key/value head in place (no
-  repeated copy of the keys and values, which matters when decoding against a long cache).
+  repeated copy of the keys and values, which matters when decoding against a long cache). Scores are scaled by
+  `scale` (None = 1/sqrt(D)) and `bias` [B or 1, H, t, s] (float32) is added to them (T5's relative positions).
   """
   b, heads, t, dim = q.shape
   groups = heads // k.shape[1]
   if groups > 1:
     q = q.reshape(b, k.shape[1], groups, t, dim)
     mask = None if mask is None else mask[:, :, None]
+    bias = None if bias is None else bias.reshape(bias.shape[0], k.shape[1], groups, *bias.shape[2:])
   spec = 'bkgtd,bksd->bkgts' if groups > 1 else 'bhtd,bhsd->bhts'
-  scores = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * dim ** -0.5
+  scores = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+  scores = scores * dim ** -0.5 if scale is None else scores * scale
+  if bias is not None:
+    scores = scores + bias
   allowed = mask
   if causal:
     lower = (jnp.arange(t) + offset)[:, None] >= jnp.arange(k.shape[2])[None, :]
@@ -131,25 +140,29 @@ def causal_block(length: int) -> int:
   return max(64, -(-length // 8))
 
 
-def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool) -> jax.Array:
+def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Array | None = None,
+                     scale: float | None = None) -> jax.Array:
   """Softmax attention as einsums over head-major copies of q, k, v [B, T, heads, head_dim].
 
   Scores and softmax in float32. Grouped-query keys/values (fewer heads) serve their query heads in place. `mask`
   [B, 1, T, S] (True = may attend) and `causal` combine. Causal self-attention runs in query blocks
   (`causal_block`), each against the keys up to its end only, so the masked upper triangle is mostly not computed
   (5/8 of the scores at 4 blocks). On a CPU this is 3x faster than jax.nn.dot_product_attention's 'xla' path
-  (WORKSPACE.md, Benchmarks).
+  (WORKSPACE.md, Benchmarks). `bias` [B or 1, heads, T, S] is added to the scores, which are scaled by `scale`
+  (None = 1/sqrt(head_dim); T5 uses 1).
   """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [B, heads, T, head_dim]
   length = q.shape[2]
   block = causal_block(length)
   if not causal or length != k.shape[2] or length <= block:
-    return _softmax_attend(q, k, v, mask, causal, 0).transpose(0, 2, 1, 3)
+    return _softmax_attend(q, k, v, mask, causal, 0, bias, scale).transpose(0, 2, 1, 3)
   outs = []
   for start in range(0, length, block):
     end = min(start + block, length)
     block_mask = None if mask is None else mask[:, :, start:end, :end]
-    outs.append(_softmax_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], block_mask, True, start))
+    block_bias = None if bias is None else bias[:, :, start:end, :end]
+    outs.append(_softmax_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], block_mask, True, start,
+                                block_bias, scale))
   return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 
 
@@ -216,26 +229,34 @@ class Attention(nn.Module):
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
   def _cached(self, k, v):
-    """Writes k, v [B, T, ...] into the cache at its index, advances the index by T; returns the whole cache."""
-    initialised = self.has_variable('cache', 'cached_key')
-    cached_k = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
-    cached_v = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
-    index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
-    if not initialised:  # creating the cache (model.init): nothing to write yet
-      return k, v
-    axes = ('batch', 'length', 'heads', 'kv')
-    for var, new in ((cached_k, k), (cached_v, v)):
-      updated = jax.lax.dynamic_update_slice_in_dim(var.value, new.astype(var.value.dtype), index.value, axis=1)
-      var.value = nn.with_logical_constraint(updated, axes)
-    index.value = index.value + k.shape[1]
-    return cached_k.value, cached_v.value
+    return cache_keys_values(self, k, v)
+
+
+def cache_keys_values(module: nn.Module, k, v):
+  """Writes k, v [B, T, ...] into `module`'s KV cache at its index, advances the index by T; returns the whole
+  cache. The first call (model.init in decode mode) creates the cache with the input's length."""
+  initialised = module.has_variable('cache', 'cached_key')
+  cached_k = module.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+  cached_v = module.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+  index = module.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+  if not initialised:  # creating the cache (model.init): nothing to write yet
+    return k, v
+  axes = ('batch', 'length', 'heads', 'kv')
+  for var, new in ((cached_k, k), (cached_v, v)):
+    updated = jax.lax.dynamic_update_slice_in_dim(var.value, new.astype(var.value.dtype), index.value, axis=1)
+    var.value = nn.with_logical_constraint(updated, axes)
+  index.value = index.value + k.shape[1]
+  return cached_k.value, cached_v.value
 
 
 ACTIVATIONS = {
     'gelu_tanh': functools.partial(nn.gelu, approximate=True),  # GPT-2
     'gelu': functools.partial(nn.gelu, approximate=False),  # BERT (exact, erf)
     'swiglu': nn.silu,  # Llama: the gate's activation (Mlp multiplies it by the up projection)
+    'geglu': functools.partial(nn.gelu, approximate=True),  # T5 v1.1: gated tanh-GELU (gate activation, as swiglu)
+    'relu': nn.relu,  # T5 v1.0
 }
+GATED = ('swiglu', 'geglu')  # activations of a gated MLP: fc_out(act(fc_gate(x)) * fc_in(x))
 
 
 class Embeddings(nn.Module):
@@ -244,11 +265,12 @@ class Embeddings(nn.Module):
   `attend` is the tied output projection onto the token table.
   """
   cfg: ModelConfig
+  token_std: float = 0.02  # init of the token table (T5: 1.0)
 
   def setup(self):
     cfg = self.cfg
     embed = functools.partial(nn.Embed, features=cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-    self.token = embed(cfg.vocab_size, embedding_init=logical_init(dense_init(), ('vocab', 'embed')))
+    self.token = embed(cfg.vocab_size, embedding_init=logical_init(dense_init(self.token_std), ('vocab', 'embed')))
     if cfg.position == 'learned':
       self.position = embed(cfg.max_len, embedding_init=logical_init(dense_init(0.01), (None, 'embed')))
     if cfg.type_vocab_size:
@@ -273,8 +295,11 @@ class Embeddings(nn.Module):
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward: dense -> GELU -> dense, or SwiGLU (Llama): fc_out(silu(fc_gate(x)) * fc_in(x))."""
+  """Position-wise feed-forward: dense -> activation -> dense, or gated (GATED: SwiGLU for Llama, GeGLU for T5
+  v1.1): fc_out(act(fc_gate(x)) * fc_in(x))."""
   cfg: ModelConfig
+  in_std: float = 0.02  # init of fc_in / fc_gate
+  out_std: float | None = None  # init of fc_out (None = 0.02 / sqrt(2 * num_layers), GPT-2's scaled init)
 
   def _dense(self, features: int, axes: tuple, name: str, std: float = 0.02) -> nn.Dense:
     cfg = self.cfg
@@ -285,13 +310,14 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x, deterministic: bool):
     cfg = self.cfg
-    h = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_in')(x)
-    if cfg.activation == 'swiglu':
-      h = nn.silu(self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_gate')(x)) * h
+    h = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_in', self.in_std)(x)
+    if cfg.activation in GATED:
+      h = ACTIVATIONS[cfg.activation](self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_gate', self.in_std)(x)) * h
     else:
       h = ACTIVATIONS[cfg.activation](h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
-    out = self._dense(cfg.d_model, ('mlp', 'embed'), 'fc_out', 0.02 / (2 * cfg.num_layers) ** 0.5)(h)
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5 if self.out_std is None else self.out_std
+    out = self._dense(cfg.d_model, ('mlp', 'embed'), 'fc_out', out_std)(h)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 
@@ -326,19 +352,22 @@ _REMAT_POLICIES = {
 }
 
 
-def stack_blocks(cfg: ModelConfig, deterministic: bool, x, mask, positions, decode: bool = False):
-  """Applies cfg.num_layers blocks, optionally rematerialised (training only) and/or scanned (one compiled block)."""
-  block_cls = Block
+def stack_blocks(cfg: ModelConfig, deterministic: bool, x, *args, decode: bool = False, block_cls=Block,
+                 num_layers: int = 0):
+  """Applies `num_layers` (0 = cfg.num_layers) blocks of `block_cls` to x, each also given `args` (the same for
+  every block: masks, positions, biases), optionally rematerialised (training only) and/or scanned (one compiled
+  block). A block is `block_cls(cfg, deterministic, decode)`, called as (x, *args) -> (x, None)."""
+  num_layers = num_layers or cfg.num_layers
   if cfg.remat != 'none' and not decode:
     block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:
     scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 0}, split_rngs={'params': True, 'dropout': True},
-                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      in_axes=(nn.broadcast,) * len(args), length=num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-    x, _ = scanned(cfg, deterministic, decode, name='blocks')(x, mask, positions)
+    x, _ = scanned(cfg, deterministic, decode, name='blocks')(x, *args)
     return x
-  for i in range(cfg.num_layers):
-    x, _ = block_cls(cfg, deterministic, decode, name=f'block_{i}')(x, mask, positions)
+  for i in range(num_layers):
+    x, _ = block_cls(cfg, deterministic, decode, name=f'block_{i}')(x, *args)
   return x
 
 
@@ -354,7 +383,7 @@ def body(cfg: ModelConfig, batch: dict, train: bool, decode: bool = False):
   embeddings = Embeddings(cfg, name='embeddings')
   x = embeddings(inputs, positions, batch.get('token_types'), deterministic=not train)
   mask = batch['attention_mask'] if 'attention_mask' in batch else attention_mask(batch.get('segment_ids'))
-  x = stack_blocks(cfg, not train, x, mask, positions, decode)
+  x = stack_blocks(cfg, not train, x, mask, positions, decode=decode)
   if cfg.norm == 'pre':
     x = layer_norm(cfg, 'ln_final')(x)
   return x, embeddings

@@ -29,9 +29,11 @@ class Family:
   causal: bool  # a left-to-right decoder: generates text (lm.generate, samples), scored by next-token NLL
   objectives: tuple[str, ...]  # the objectives (lm/objectives.py) its outputs serve
   tasks: tuple[str, ...]  # the data.task values it trains on
-  pretrain_examples: str  # pretraining example layout (lm/data/pipeline.py): 'packed' rows or 'sentence_pairs'
+  pretrain_examples: str  # pretraining example layout (lm/data/pipeline.py): 'packed' rows, 'sentence_pairs' or
+  # 'span_corruption' (T5: encoder inputs with sentinels, decoder targets)
   class_summary: str  # where a classifier reads a sequence: 'first' ([CLS] ... [SEP]) or 'last' (a [SEP] b </s>)
   fills_masks: bool = False  # has an MLM head: lm.fill_mask works on it
+  encoder_decoder: bool = False  # an encoder and a decoder: examples are (encoder_inputs, inputs -> targets)
 
   @property
   def impl(self) -> types.ModuleType:
@@ -45,6 +47,8 @@ FAMILIES = {f.name: f for f in (
     Family('bert', 'lm.models.encoder', causal=False, objectives=('mlm', 'nsp', 'contrastive', 'classify'),
            tasks=('pretrain', 'classify'), pretrain_examples='sentence_pairs', class_summary='first',
            fills_masks=True),
+    Family('t5', 'lm.models.t5', causal=False, objectives=('seq2seq',), tasks=('pretrain', 'seq2seq'),
+           pretrain_examples='span_corruption', class_summary='first', encoder_decoder=True),
 )}
 
 

@@ -1,0 +1,174 @@
+"""The t5 family: tiny random T5ForConditionalGeneration (v1.1: gated GELU, untied head, head_dim != d/h, more
+decoder than encoder blocks; v1.0: ReLU, tied scaled head) converted and compared with transformers; refusals;
+span-corruption training sharded like on one device, and resumed exactly."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm.errors import ConfigError
+
+transformers = pytest.importorskip('transformers', reason='test extra: pip install -r requirements-test.txt')
+torch = pytest.importorskip('torch')
+
+VERSIONS = {'1.1': dict(feed_forward_proj='gated-gelu', tie_word_embeddings=False),
+            '1.0': dict(feed_forward_proj='relu', tie_word_embeddings=True)}
+
+
+def _tokenizer():
+  """A small BPE with T5's special ids (pad 0, eos 1, unk 2), trained on stdlib text."""
+  import inspect
+  import json as json_module
+
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE(unk_token='<unk>'))
+  tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+  tok.train_from_iterator([inspect.getsource(json_module.decoder)], trainers.BpeTrainer(
+      vocab_size=120, special_tokens=['<pad>', '</s>', '<unk>']))
+  return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token='<pad>', eos_token='</s>',
+                                              unk_token='<unk>')
+
+
+def _hf_t5(version: str, directory, **overrides):
+  """A tiny random T5 saved with save_pretrained (an untied v1.1 head gets its own random weights)."""
+  tok = _tokenizer()
+  settings = dict(vocab_size=len(tok), d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=3,
+                  num_heads=3, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                  dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  torch.manual_seed(0)
+  model = transformers.T5ForConditionalGeneration(transformers.T5Config(**{**settings, **VERSIONS[version],
+                                                                         **overrides})).eval()
+  if not VERSIONS[version]['tie_word_embeddings']:
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(model.lm_head.weight.shape))
+  model.save_pretrained(directory)
+  tok.save_pretrained(directory)
+  return model
+
+
+@pytest.fixture(scope='module')
+def converted(tmp_path_factory):
+  """{version: (HF model, HF dir, lm workdir)}."""
+  from lm.hf import convert
+  out = {}
+  for version in VERSIONS:
+    root = tmp_path_factory.mktemp(f't5_{version}')
+    model = _hf_t5(version, root / 'hf')
+    summary = convert.from_hf(str(root / 'hf'), str(root / 'wd'))
+    assert summary['architecture'] == 'T5ForConditionalGeneration' and summary['fresh'] == []
+    out[version] = (model, str(root / 'hf'), str(root / 'wd'))
+  return out
+
+
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_encoder_output_and_logits_equal_transformers(converted, version):
+  from lm.store import workdir
+  hf, _, wd = converted[version]
+  run = workdir.load(wd)
+  assert run.config.model.head_dim == 12 and run.config.model.num_decoder_layers == 3
+  assert run.config.model.tie_embeddings == (version == '1.0')
+  rng = np.random.default_rng(0)
+  vocab = run.config.model.vocab_size
+  encoder = rng.integers(3, vocab, (2, 24))
+  encoder_mask = np.ones_like(encoder)
+  encoder_mask[1, 15:] = 0  # a padded row
+  decoder = np.concatenate([np.zeros((2, 1), int), rng.integers(3, vocab, (2, 9))], axis=1)
+  with torch.no_grad():
+    out = hf(input_ids=torch.tensor(encoder), attention_mask=torch.tensor(encoder_mask),
+             decoder_input_ids=torch.tensor(decoder))
+  batch = {'encoder_inputs': jnp.asarray(encoder * encoder_mask), 'encoder_segment_ids': jnp.asarray(encoder_mask),
+           'inputs': jnp.asarray(decoder), 'segment_ids': jnp.ones(decoder.shape, jnp.int32)}
+  variables = {'params': run.params}
+  encoded = run.model.apply(variables, batch, method='encode')
+  real = encoder_mask.astype(bool)
+  np.testing.assert_allclose(np.asarray(encoded)[real], out.encoder_last_hidden_state.numpy()[real], atol=1e-4)
+  logits = run.model.apply(variables, batch)['logits']
+  np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_export_round_trip_is_exact_and_loads_in_transformers(converted, version, tmp_path):
+  from safetensors.numpy import load_file
+
+  from lm.hf import convert
+  hf, hf_dir, wd = converted[version]
+  assert convert.to_hf(wd, str(tmp_path / 'out'))['architecture'] == 'T5ForConditionalGeneration'
+  original = load_file(os.path.join(hf_dir, 'model.safetensors'))
+  exported = load_file(str(tmp_path / 'out' / 'model.safetensors'))
+  assert set(exported) == {k for k in original if 'embed_tokens' not in k}
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+  config = json.load(open(tmp_path / 'out' / 'config.json'))
+  assert config['decoder_start_token_id'] == 0 and config['eos_token_id'] == 1
+  reloaded = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path / 'out')).eval()
+  ids = torch.tensor([[5, 9, 14, 1]])
+  with torch.no_grad():
+    np.testing.assert_array_equal(reloaded(input_ids=ids, decoder_input_ids=ids).logits.numpy(),
+                                  hf(input_ids=ids, decoder_input_ids=ids).logits.numpy())
+
+
+def test_an_unsupported_t5_layout_is_refused_before_writing(tmp_path):
+  from lm.hf import convert
+  _hf_t5('1.1', tmp_path / 'hf', feed_forward_proj='gated-silu')
+  with pytest.raises(ConfigError, match=r"feed_forward_proj='gated-silu': lm supports") as e:
+    convert.from_hf(str(tmp_path / 'hf'), str(tmp_path / 'wd'))
+  assert '\n' not in str(e.value) and not (tmp_path / 'wd').exists()
+
+
+@pytest.fixture(scope='module')
+def span_batches():
+  from configs import t5_tiny
+  from lm.data import pipeline
+  config = t5_tiny.get_config('test')
+  config.model.dropout = 0.1  # dropout masks must also agree across meshes
+  _, rows, _ = pipeline.prepare(config)
+  iterator = pipeline.train_iterator(config, rows, 0, 1)
+  return config, [next(iterator) for _ in range(2)]
+
+
+def test_span_corruption_batches_reconstruct_the_text(span_batches):
+  from lm.data import span_corruption, tokenizer as tokenizer_lib
+  config, batches = span_batches
+  batch = batches[0]
+  raw, target_len = span_corruption.random_spans_helper(64)
+  assert batch['encoder_inputs'].shape == (8, 64) and batch['targets'].shape == (8, target_len)
+  assert np.all(batch['inputs'][:, 1:] == batch['targets'][:, :-1]) and np.all(batch['inputs'][:, 0] == 0)
+  tokenizer = tokenizer_lib.get_tokenizer(config)
+  for row in range(2):
+    original = span_corruption.reconstruct(batch['encoder_inputs'][row], batch['targets'][row],
+                                           tokenizer.vocab_size, config.data.num_sentinels)
+    assert len(original) == raw and original.max() < tokenizer.vocab_size - config.data.num_sentinels
+    assert tokenizer.id_to_piece(tokenizer.vocab_size - 1) == '<extra_id_0>'
+
+
+@pytest.mark.parametrize('mesh_shape', [(2, 2, 2)])
+def test_sharded_losses_equal_one_device(span_batches, mesh_shape):
+  from test_sharded import run_steps
+  config, batches = span_batches
+  reference = run_steps(config, (1, 1, 1), batches)[0]
+  losses, state = run_steps(config, mesh_shape, batches)
+  np.testing.assert_allclose(losses[0], reference[0], rtol=1e-6)
+  np.testing.assert_allclose(losses, reference, rtol=1e-4)
+  assert state.params['decoder']['block_0']['cross']['query']['kernel'].sharding.spec == jax.sharding.PartitionSpec(
+      'fsdp', 'tensor', None)
+
+
+def test_resumed_run_gives_the_same_losses(tmp_path):
+  from configs import t5_tiny
+  from lm.store import writers
+  from lm.training import loop
+  config = t5_tiny.get_config('test')
+  config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 8, 4, 1
+  config.eval_every_steps, config.async_checkpoints = 0, False
+  loop.run(config, str(tmp_path / 'straight'))
+  config.num_train_steps = 4
+  loop.run(config, str(tmp_path / 'resumed'))
+  config.num_train_steps = 8
+  loop.run(config, str(tmp_path / 'resumed'))
+  straight, resumed = (
+      {r['step']: r['train/loss'] for r in writers.read_rows(str(tmp_path / name)) if 'train/loss' in r}
+      for name in ('straight', 'resumed'))
+  assert straight == resumed and len(straight) == 8
