@@ -1,5 +1,5 @@
-"""Text in, text out for a loaded decoder run (lm.generate): prompts from flags or a file, a batch decoded together,
-or one prompt streamed piece by piece."""
+"""Text in, text out for a loaded decoder run (lm.generate): prompts from flags or a file, a batch decoded together
+(sampled, greedy or by beam search), or one prompt streamed piece by piece (not with beams)."""
 import json
 import os
 
@@ -45,14 +45,14 @@ def _decoding_args(run, max_new_tokens: int, sampling, seed: int) -> dict:
               batch_multiple=sharding.data_parallel_size(run.mesh), rules=sharding.logical_rules(run.config.mesh))
 
 
-def generate_texts(run, prompts: list[str], sampling, *, max_new_tokens: int, seed: int = 0,
-                   use_cache: bool = True) -> tuple[list[str], int]:
-  """(each prompt + continuation as text, number of new tokens) for a batch of text prompts. Call it under
-  `jax.set_mesh(run.mesh)`."""
+def generate_texts(run, prompts: list[str], sampling, *, max_new_tokens: int, seed: int = 0, use_cache: bool = True,
+                   num_beams: int = 1, length_penalty: float = 1.0) -> tuple[list[str], int]:
+  """(each prompt + continuation as text, number of new tokens) for a batch of text prompts; num_beams > 1 is beam
+  search (sampling.temperature must be 0). Call it under `jax.set_mesh(run.mesh)`."""
   tok = run.tokenizer
   ids = [tok.encode_default(p) for p in prompts]
-  new = sampling_lib.generate(run.model, run.params, ids, use_cache=use_cache,
-                              **_decoding_args(run, max_new_tokens, sampling, seed))
+  new = sampling_lib.generate(run.model, run.params, ids, use_cache=use_cache, num_beams=num_beams,
+                              length_penalty=length_penalty, **_decoding_args(run, max_new_tokens, sampling, seed))
   return [tok.decode(p + n) for p, n in zip(ids, new)], sum(len(n) for n in new)
 
 

@@ -9,6 +9,9 @@ fold_in(fold_in(key(seed), i), b): a prompt in row 0 samples the same text alone
 
 `use_cache=False` is the reference decoder: it re-runs the whole sequence through the training forward pass at every
 step. Tests check the cached decoder against it; lm.bench times both.
+
+num_beams > 1 is beam search (beam_search.py, Hugging Face's semantics) on the same cache: the prompts are prefilled
+once per row, the cache is copied to the row's K beams, and beam k of row b is cache row b*K + k with row b's pads.
 """
 import dataclasses
 import functools
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.errors import UsageError
+from lm.inference import beam_search
 from lm.parallel import sharding
 
 DEFAULT_PROMPTS = ('def ', 'import ', 'class ', 'The ', 'for ', '# ')
@@ -42,6 +46,18 @@ class Sampling:
     if not 0 < self.top_p <= 1:
       raise UsageError(f'--top_p={self.top_p}: must be in (0, 1] (1 = no limit)')
     return self
+
+
+def check_beams(num_beams: int, sampling: Sampling, use_cache: bool = True) -> None:
+  """UsageError naming the flag when num_beams cannot decode with these settings (beam search is deterministic and
+  runs on the KV cache)."""
+  if num_beams < 1:
+    raise UsageError(f'--num_beams={num_beams}: must be >= 1 (1 = greedy or sampling, no beams)')
+  if num_beams > 1 and sampling.temperature > 0:
+    raise UsageError(f'--num_beams={num_beams} with --temperature={sampling.temperature}: beam sampling is not '
+                     'supported; use --temperature=0 with beams')
+  if num_beams > 1 and not use_cache:
+    raise UsageError(f'--num_beams={num_beams} with --nocache: beam search runs on the KV cache; drop --nocache')
 
 
 def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -172,6 +188,26 @@ def _generate_uncached(params, tokens, pads, rng, *, model, max_new_tokens: int,
   return jax.lax.while_loop(lambda c: (c[0] < max_new_tokens) & ~jnp.all(c[3]), body, carry)[2]
 
 
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'num_beams', 'eos_id', 'pad_id', 'rules'))
+def _generate_beams(params, tokens, pads, length_penalty, *, model, max_new_tokens: int, num_beams: int, eos_id: int,
+                    pad_id: int, rules: tuple):
+  """(the best finished hypothesis of each row [B, max_new_tokens] (EOS, then pad), its score [B]): beam search
+  on the KV cache (length_penalty is traced: one compile serves every value). Beam k of row b is cache row b*K + k
+  and keeps row b's pads."""
+  prompt_len = tokens.shape[1]
+  with nn.logical_axis_rules(rules):
+    cache = _empty_cache(model, tokens.shape[0], prompt_len + max_new_tokens)
+    logits, cache = _apply_cached(model, params, cache, tokens, pads, 0)
+  beam_pads = jnp.repeat(pads, num_beams)
+
+  def step_fn(cache, token, step):
+    with nn.logical_axis_rules(rules):
+      return _apply_cached(model, params, cache, token, beam_pads, prompt_len + step)
+  beams = beam_search.beam_search(step_fn, logits, cache, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                  eos_id=eos_id, pad_id=pad_id, length_penalty=length_penalty)
+  return beams.tokens[:, 0], beams.scores[:, 0]
+
+
 def left_pad(prompts: Sequence[Sequence[int]], *, max_len: int, max_new_tokens: int, pad_id: int, eos_id: int,
              batch_multiple: int = 1):
   """(tokens int32 [B', P], pads int32 [B']) for token-id prompts; B' rounds B up to batch_multiple (extra rows are
@@ -206,16 +242,24 @@ def _cut(row, eos_id: int) -> list[int]:
 
 def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int, pad_id: int,
              sampling: Sampling = Sampling(), seed: int = 0, use_cache: bool = True, batch_multiple: int = 1,
-             rules: tuple = sharding.DEFAULT_RULES) -> list[list[int]]:
+             rules: tuple = sharding.DEFAULT_RULES, num_beams: int = 1,
+             length_penalty: float = 1.0) -> list[list[int]]:
   """The new token ids of each prompt (token ids), stopped before EOS. Call it under `jax.set_mesh(mesh)` when the
   params are sharded; batch_multiple (the mesh's data-parallel size) rounds the batch up so it divides evenly, and
-  `rules` (sharding.logical_rules(config.mesh)) place the activations."""
+  `rules` (sharding.logical_rules(config.mesh)) place the activations. num_beams > 1: beam search (greedy only,
+  with the cache) returning each prompt's best hypothesis, scored sum_logprobs / new_tokens ** length_penalty."""
   sampling.check()
+  check_beams(num_beams, sampling, use_cache)
   tokens, pads = left_pad(prompts, max_len=model.cfg.max_len, max_new_tokens=max_new_tokens, pad_id=pad_id,
                           eos_id=eos_id, batch_multiple=batch_multiple)
-  fn = _generate_cached if use_cache else _generate_uncached
-  out = fn(params, tokens, pads, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
-           sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
+  if num_beams > 1:
+    out, _ = _generate_beams(params, tokens, pads, np.float32(length_penalty), model=model,
+                             max_new_tokens=max_new_tokens, num_beams=num_beams, eos_id=eos_id, pad_id=pad_id,
+                             rules=rules)
+  else:
+    fn = _generate_cached if use_cache else _generate_uncached
+    out = fn(params, tokens, pads, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
+             sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
   return [_cut(row, eos_id) for row in sharding.to_host(out)[:len(prompts)]]
 
 
