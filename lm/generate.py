@@ -1,4 +1,6 @@
-"""Generate text from a decoder workdir with the KV-cache decoder (lm/inference/generation.py, sampling.py).
+"""Generate text from a decoder or encoder-decoder workdir with the KV-cache decoder (lm/inference/generation.py,
+sampling.py; seq2seq_decoding.py for t5, where the prompt is the source after the run's data.task_prefix and the
+output is printed alone).
 
   python -m lm.generate --workdir=workdirs/gpt_tiny --prompt="def parse(" --max_new_tokens=64 \
       --temperature=0.8 --top_k=40 --top_p=0.95 --seed=0
@@ -20,7 +22,8 @@ from absl import app, flags
 
 from lm import cli
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a decoder run (lm.main or lm.convert).', required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a decoder or encoder-decoder run (lm.main or lm.convert).',
+                                required=True)
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'Prompt text; repeat the flag for a batch.')
 _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'File of prompts: one per line, or .jsonl {"prompt": ...}.')
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 64, 'Tokens generated per prompt at most (EOS stops earlier).')
@@ -62,7 +65,8 @@ def main(argv):
     run = generation.load_decoder(_WORKDIR.value, _STEP.value, _BEST.value, _MESH.value)
     start = time.perf_counter()
     with jax.set_mesh(run.mesh):
-      if len(prompts) == 1 and _STREAM.value and _CACHE.value and _NUM_BEAMS.value == 1:
+      streams = not generation.is_seq2seq(run) and _CACHE.value and _NUM_BEAMS.value == 1
+      if len(prompts) == 1 and _STREAM.value and streams:
         count = generation.stream_text(run, prompts[0], sampling, sys.stdout, max_new_tokens=_MAX_NEW.value,
                                        seed=_SEED.value)
       else:

@@ -14,8 +14,10 @@ from lm.errors import ConfigError
 transformers = pytest.importorskip('transformers', reason='test extra: pip install -r requirements-test.txt')
 torch = pytest.importorskip('torch')
 
-VERSIONS = {'1.1': dict(feed_forward_proj='gated-gelu', tie_word_embeddings=False),
-            '1.0': dict(feed_forward_proj='relu', tie_word_embeddings=True)}
+# v1.0 has more decoder than encoder blocks; v1.1 has as many, because transformers 5.24's generate() sizes its
+# cache by num_layers (it fails on a deeper decoder), and the decoding tests compare with it.
+VERSIONS = {'1.1': dict(feed_forward_proj='gated-gelu', tie_word_embeddings=False, num_decoder_layers=2),
+            '1.0': dict(feed_forward_proj='relu', tie_word_embeddings=True, num_decoder_layers=3)}
 
 
 def _tokenizer():
@@ -68,7 +70,8 @@ def test_encoder_output_and_logits_equal_transformers(converted, version):
   from lm.store import workdir
   hf, _, wd = converted[version]
   run = workdir.load(wd)
-  assert run.config.model.head_dim == 12 and run.config.model.num_decoder_layers == 3
+  assert run.config.model.head_dim == 12
+  assert run.config.model.num_decoder_layers == VERSIONS[version]['num_decoder_layers']
   assert run.config.model.tie_embeddings == (version == '1.0')
   rng = np.random.default_rng(0)
   vocab = run.config.model.vocab_size
@@ -108,6 +111,38 @@ def test_export_round_trip_is_exact_and_loads_in_transformers(converted, version
   with torch.no_grad():
     np.testing.assert_array_equal(reloaded(input_ids=ids, decoder_input_ids=ids).logits.numpy(),
                                   hf(input_ids=ids, decoder_input_ids=ids).logits.numpy())
+
+
+def _hf_generate(hf, sources, eos_id: int, **kwargs) -> list[list[int]]:
+  ids, mask = np.zeros((len(sources), 16), int), np.zeros((len(sources), 16), int)
+  for row, source in enumerate(sources):
+    ids[row, :len(source)], mask[row, :len(source)] = source, 1
+  with torch.no_grad():
+    out = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
+                      do_sample=False, eos_token_id=eos_id, early_stopping=False, **kwargs)
+  return [row[1:row.index(eos_id, 1)] if eos_id in row[1:] else row[1:] for row in out.numpy().tolist()]
+
+
+def test_decoding_equals_transformers_greedy_and_beams_and_cached_equals_uncached(converted):
+  """Greedy and 4-beam decoding token-equal to transformers' generate, for two sources of different lengths, with
+  an EOS the random model does produce (so rows stop at different steps); the cache changes nothing."""
+  from lm.inference import sampling, seq2seq_decoding
+  from lm.store import workdir
+  hf, _, wd = converted['1.1']
+  run = workdir.load(wd)
+  sources = [[17, 44, 9, 81, 30, 62, 1], [5, 99, 23, 71, 12, 54, 33, 8, 60, 41, 27, 1]]
+  first = _hf_generate(hf, sources, eos_id=1)[0]
+  stop = next(i for i in range(2, len(first)) if first[i] not in first[:i])
+  eos = first[stop]  # a token greedy decoding emits: row 0 stops after `stop` tokens
+  args = dict(max_new_tokens=12, eos_id=eos, pad_id=0)
+  greedy = seq2seq_decoding.generate(run.model, run.params, sources, **args)
+  assert greedy == _hf_generate(hf, sources, eos) and len(greedy[0]) == stop
+  assert seq2seq_decoding.generate(run.model, run.params, sources, use_cache=False, **args) == greedy
+  beams = seq2seq_decoding.generate(run.model, run.params, sources, num_beams=4, **args)
+  assert beams == _hf_generate(hf, sources, eos, num_beams=4) and beams != greedy
+  sampled = dict(sampling=sampling.Sampling(temperature=1.0, top_k=20), seed=3, **args)
+  assert (seq2seq_decoding.generate(run.model, run.params, sources, **sampled)
+          == seq2seq_decoding.generate(run.model, run.params, sources, use_cache=False, **sampled))
 
 
 def test_an_unsupported_t5_layout_is_refused_before_writing(tmp_path):

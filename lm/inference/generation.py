@@ -4,7 +4,7 @@ import json
 import os
 
 from lm.errors import UsageError
-from lm.inference import sampling as sampling_lib
+from lm.inference import sampling as sampling_lib, seq2seq_decoding
 from lm.models import registry
 from lm.parallel import sharding
 from lm.store import workdir as workdir_lib
@@ -31,9 +31,10 @@ def read_prompts(prompts: list[str], prompt_file: str | None) -> list[str]:
 
 
 def load_decoder(workdir: str, step: int | None = None, best: bool = False, mesh: str = ''):
-  """workdir.load, refusing an encoder with one line."""
+  """workdir.load, refusing an encoder-only model with one line."""
   run = workdir_lib.load(workdir, step, best=best, mesh=mesh)
-  if not registry.get(run.config.model.type).causal:
+  family = registry.get(run.config.model.type)
+  if not family.causal and not family.encoder_decoder:
     raise UsageError(f'--workdir={workdir}: model.type={run.config.model.type!r} is an encoder and does not '
                      'generate text; use lm.fill_mask or lm.evaluate with it')
   return run
@@ -50,10 +51,21 @@ def generate_texts(run, prompts: list[str], sampling, *, max_new_tokens: int, se
   """(each prompt + continuation as text, number of new tokens) for a batch of text prompts; num_beams > 1 is beam
   search (sampling.temperature must be 0). Call it under `jax.set_mesh(run.mesh)`."""
   tok = run.tokenizer
+  if is_seq2seq(run):  # the prompt is the source (after the run's data.task_prefix); the text is the output alone
+    sources = [tok.encode(run.config.data.task_prefix + p) + [tok.eos_id] for p in prompts]
+    new = seq2seq_decoding.generate(run.model, run.params, sources, use_cache=use_cache, num_beams=num_beams,
+                                    length_penalty=length_penalty,
+                                    **_decoding_args(run, max_new_tokens, sampling, seed))
+    return [tok.decode(n) for n in new], sum(len(n) for n in new)
   ids = [tok.encode_default(p) for p in prompts]
   new = sampling_lib.generate(run.model, run.params, ids, use_cache=use_cache, num_beams=num_beams,
                               length_penalty=length_penalty, **_decoding_args(run, max_new_tokens, sampling, seed))
   return [tok.decode(p + n) for p, n in zip(ids, new)], sum(len(n) for n in new)
+
+
+def is_seq2seq(run) -> bool:
+  """True for an encoder-decoder run: its prompts are sources and its output is a new text (no streaming)."""
+  return registry.get(run.config.model.type).encoder_decoder
 
 
 def stream_text(run, prompt: str, sampling, out, *, max_new_tokens: int, seed: int = 0) -> int:

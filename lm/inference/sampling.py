@@ -234,7 +234,7 @@ def left_pad(prompts: Sequence[Sequence[int]], *, max_len: int, max_new_tokens: 
   return tokens, pads
 
 
-def _cut(row, eos_id: int) -> list[int]:
+def cut_at_eos(row, eos_id: int) -> list[int]:
   """The generated ids of one row up to (without) its EOS."""
   row = [int(t) for t in row]
   return row[:row.index(eos_id)] if eos_id in row else row
@@ -260,7 +260,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     fn = _generate_cached if use_cache else _generate_uncached
     out = fn(params, tokens, pads, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
              sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
-  return [_cut(row, eos_id) for row in sharding.to_host(out)[:len(prompts)]]
+  return [cut_at_eos(row, eos_id) for row in sharding.to_host(out)[:len(prompts)]]
 
 
 def stream(model, params, prompt: Sequence[int], *, max_new_tokens: int, eos_id: int, pad_id: int,
