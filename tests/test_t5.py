@@ -207,3 +207,54 @@ def test_resumed_run_gives_the_same_losses(tmp_path):
       {r['step']: r['train/loss'] for r in writers.read_rows(str(tmp_path / name)) if 'train/loss' in r}
       for name in ('straight', 'resumed'))
   assert straight == resumed and len(straight) == 8
+
+
+def test_flop_convention_is_hand_checked():
+  """encoder_decoder_flops for t5_tiny:test by hand: S=64 encoder tokens, T=14 decoder tokens (span corruption of
+  72 raw tokens), d=64, A=4x16=64, d_ff=128 gated (3 matrices), 2+2 blocks, V=1024."""
+  from configs import t5_tiny
+  from lm.models import registry
+  from lm.perf import flops
+  config = t5_tiny.get_config('test')
+  assert flops.decoder_len(config) == 14 and flops.tokens_per_example(config) == 78
+  mlp = 3 * 64 * 128
+  encoder = 64 * (6 * 2 * (4 * 64 * 64 + mlp) + 12 * 2 * 64 * 64)  # 37,748,736
+  decoder = 14 * (6 * (2 * (8 * 64 * 64 + mlp) + 64 * 1024) + 12 * 2 * 64 * (14 + 64))  # 16,816,128
+  assert encoder + decoder == 54_564_864 == flops.encoder_decoder_flops(config)
+  assert flops.flops_per_step(config, 0) == 8 * 54_564_864
+  # the 6N part counts exactly the model's matmul kernels
+  shapes = jax.eval_shape(lambda: registry.build(config.model).init(jax.random.PRNGKey(0),
+                                                                    registry.example_batch(config)))['params']
+  kernels = sum(int(np.prod(x.shape)) for path, x in jax.tree_util.tree_leaves_with_path(shapes)
+                if 'kernel' in jax.tree_util.keystr(path))
+  assert kernels == 2 * (4 * 64 * 64 + mlp) + 2 * (8 * 64 * 64 + mlp) + 64 * 1024
+
+
+def test_seq2seq_fine_tune_reports_generation_metrics_and_generates(tmp_path):
+  """data.task='seq2seq' on a jsonl file through the one loop: eval/bleu and eval/rouge* from decoded held-out
+  sources, then lm.generate's library on the workdir; a file without the target field stops before writing."""
+  from configs import t5_tiny
+  from lm.errors import DataError
+  from lm.inference import generation, sampling
+  from lm.store import workdir, writers
+  from lm.training import loop
+  words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta']
+  rows = [{'source': ' '.join(words[(i + k) % 8] for k in range(4)), 'target': words[i % 8]} for i in range(64)]
+  (tmp_path / 'pairs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  config = t5_tiny.get_config('test')
+  config.data.task, config.data.source, config.data.path = 'seq2seq', 'jsonl', str(tmp_path / 'pairs.jsonl')
+  config.data.task_prefix, config.data.target_len, config.data.eval_fraction = 'first: ', 8, 0.2
+  config.seq_len, config.model.vocab_size, config.data.num_sentinels = 16, 300, 0
+  config.num_train_steps, config.eval_every_steps, config.eval_steps = 6, 6, 0
+  config.generation_eval_examples, config.generation_num_beams = 4, 2
+  loop.run(config, str(tmp_path / 'wd'))
+  last = writers.read_rows(str(tmp_path / 'wd'))[-1]
+  assert {'eval/bleu', 'eval/rouge1', 'eval/rouge2', 'eval/rougeLsum', 'eval/seq2seq_loss'} <= set(last)
+  run = workdir.load(str(tmp_path / 'wd'))
+  texts, _ = generation.generate_texts(run, ['alpha beta gamma delta'], sampling.Sampling(), max_new_tokens=4)
+  assert len(texts) == 1 and isinstance(texts[0], str)
+  (tmp_path / 'bad.jsonl').write_text('{"source": "a b", "label": "x"}\n')
+  config.data.path = str(tmp_path / 'bad.jsonl')
+  with pytest.raises(DataError, match=r'bad.jsonl:1.*target') as e:
+    loop.run(config, str(tmp_path / 'bad_wd'))
+  assert '\n' not in str(e.value) and not (tmp_path / 'bad_wd').exists()

@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_max_new_tokens = 64  # length of each end-of-training sample
   c.sample_temperature = 0.8  # sampling temperature for those samples (0 = greedy)
   c.contrastive_temperature = 0.05  # softmax temperature of the 'contrastive' (SimCSE) objective
+  c.generation_eval_examples = 0  # seq2seq: held-out sources decoded at each evaluation -> eval/bleu, eval/rouge*
+  c.generation_num_beams = 1  # beams of those decodings (1 = greedy)
+  c.generation_max_new_tokens = 0  # their length limit (0 = data.target_len, else seq_len)
   c.z_loss = 0.0  # 'seq2seq' objective: + z_loss * log(Z)^2 per target token (PaLM / t5x use 1e-4; 0 = off)
 
   c.model = _model()  # network shape and numerics

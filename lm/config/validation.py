@@ -25,13 +25,15 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'optimizer.schedule': ('cosine', 'linear', 'constant'),
     'nonfinite_policy': ('stop', 'skip'),
 }
-POSITIVE = ('num_train_steps', 'max_skipped_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
+POSITIVE = ('generation_num_beams', 'num_train_steps',
+            'max_skipped_steps', 'batch_size', 'seq_len', 'grad_accum_steps', 'log_every_steps',
             'forgetting_eval_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'model.num_layers',
             'model.num_heads', 'model.d_model', 'model.d_ff', 'model.vocab_size', 'model.max_len',
             'data.tokenizer_sentences', 'data.num_threads', 'data.store_shard_documents')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
                 'model.num_labels', 'model.num_kv_heads', 'model.head_dim', 'model.num_decoder_layers',
-                'data.target_len', 'data.num_sentinels', 'z_loss', 'optimizer.freeze_layers', 'num_samples',
+                'data.target_len', 'data.num_sentinels', 'z_loss', 'generation_eval_examples',
+                'generation_max_new_tokens', 'optimizer.freeze_layers', 'num_samples',
                 'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'data.tokenizer_sample_bytes',
                 'optimizer.learning_rate',

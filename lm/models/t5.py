@@ -255,6 +255,9 @@ def check_config(config) -> None:
       raise ConfigError(f'model.{key}={m[key]!r}: the t5 family needs {value!r} (start from lm.models.t5.preset)')
   if m.activation not in ('geglu', 'relu'):
     raise ConfigError(f"model.activation={m.activation!r}: the t5 family uses 'geglu' (v1.1) or 'relu' (v1.0)")
+  if config.data.task == 'pretrain' and config.data.target_len:
+    raise ConfigError(f'data.target_len={config.data.target_len}: span corruption derives the decoder length from '
+                      'seq_len and data.noise_density; leave it 0')
   if m.relative_attention_buckets < 4 or m.relative_attention_max_distance < m.relative_attention_buckets // 2:
     raise ConfigError('model.relative_attention_buckets must be >= 4 and relative_attention_max_distance >= half '
                       f'of it, got {m.relative_attention_buckets} / {m.relative_attention_max_distance}')

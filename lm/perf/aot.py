@@ -80,11 +80,11 @@ def report(config, devices, compiled, num_params: int, mesh, topology: str, num_
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  tokens = config.batch_size * config.seq_len
+  tokens = config.batch_size * flops.tokens_per_example(config)
   live = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
           + memory.temp_size_in_bytes)
   peak = max(memory.peak_memory_in_bytes, live)  # the larger of XLA's peak and all buffers at once: conservative
-  model_flops = flops.flops_per_token(config, num_params) * tokens
+  model_flops = flops.flops_per_step(config, num_params)
   chip_peak = flops.peak_flops_per_device(devices[0])
   return {'topology': topology, 'num_slices': num_slices, 'chips': len(devices), 'device_kind': kind,
           'hosts': len({d.process_index for d in devices}), 'params': num_params,
@@ -93,6 +93,6 @@ def report(config, devices, compiled, num_params: int, mesh, topology: str, num_
           'output_gib': memory.output_size_in_bytes / 2**30, 'alias_gib': memory.alias_size_in_bytes / 2**30,
           'temp_gib': memory.temp_size_in_bytes / 2**30, 'xla_peak_gib': memory.peak_memory_in_bytes / 2**30,
           'total_gib': peak / 2**30, 'hbm_gib': hbm / 2**30, 'fits': bool(hbm) and peak <= hbm,
-          'model_flops_per_step': model_flops,  # 6N + 12LdT per token (flops.flops_per_token)
+          'model_flops_per_step': model_flops,  # 6N + 12LdT per token (flops.flops_per_step)
           'xla_flops_per_chip': float(cost.get('flops', 0.0)),  # XLA counts a scanned (while) body once
           'step_seconds_at_50pct_mfu': model_flops / len(devices) / (0.5 * chip_peak) if chip_peak else None}

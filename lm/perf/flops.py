@@ -42,6 +42,48 @@ def flops_per_token(config, num_params: int) -> float:
   return flops * views
 
 
+def decoder_len(config) -> int:
+  """Decoder tokens per example of an encoder-decoder config: span corruption's target length for pretraining
+  (data/span_corruption.random_spans_helper), else data.target_len (0 = seq_len)."""
+  if config.data.task == 'pretrain':
+    from lm.data import span_corruption
+    return span_corruption.random_spans_helper(config.seq_len, config.data.noise_density,
+                                               config.data.mean_noise_span_length)[1]
+  return config.data.target_len or config.seq_len
+
+
+def tokens_per_example(config) -> int:
+  """Tokens one example feeds the model: seq_len, or encoder + decoder tokens for an encoder-decoder."""
+  if registry.get(config.model.type).encoder_decoder:
+    return config.seq_len + decoder_len(config)
+  return config.seq_len
+
+
+def encoder_decoder_flops(config) -> float:
+  """Training FLOPs of one encoder-decoder example, the PaLM convention applied to each stack: 6 x (matmul
+  parameters) per token of the stack that runs them, plus 12·L·A·(keys) per token for the score and value matmuls
+  (A = heads x head_dim). Encoder (S tokens): attention 4·d·A + MLP per block, self-attention over S keys. Decoder
+  (T tokens): self- and cross-attention 8·d·A + MLP per block, attention over T + S keys, and the output projection
+  d·V (tied or not: the input table is a lookup). Norms and the relative position tables are not counted."""
+  m = config.model
+  source, target = config.seq_len, decoder_len(config)
+  inner = m.num_heads * (m.head_dim or m.d_model // m.num_heads)
+  mlp = (3 if m.activation in ('swiglu', 'geglu') else 2) * m.d_model * m.d_ff
+  decoder_layers = m.num_decoder_layers or m.num_layers
+  encoder = source * (6.0 * m.num_layers * (4 * m.d_model * inner + mlp) + 12.0 * m.num_layers * inner * source)
+  decoder = target * (6.0 * (decoder_layers * (8 * m.d_model * inner + mlp) + m.d_model * m.vocab_size)
+                      + 12.0 * decoder_layers * inner * (target + source))
+  return encoder + decoder
+
+
+def flops_per_step(config, num_params: int) -> float:
+  """Training FLOPs of one step of config.batch_size examples (flops_per_token x seq_len per example, or
+  encoder_decoder_flops)."""
+  if registry.get(config.model.type).encoder_decoder:
+    return encoder_decoder_flops(config) * config.batch_size
+  return flops_per_token(config, num_params) * config.batch_size * config.seq_len
+
+
 def matmul_flops(n: int, dtype: str = 'float32', repeats: int = 4, device=None) -> float:
   """FLOP/s of a jitted n×n @ n×n matmul in `dtype` on `device` (best of `repeats` timed calls after a warm-up)."""
   device = device or jax.devices()[0]

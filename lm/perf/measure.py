@@ -38,7 +38,7 @@ def data_pipeline(iterator, config, batches: int) -> dict:
   for _ in range(batches):
     next(iterator)
   seconds = time.perf_counter() - start
-  tokens = batches * config.batch_size // jax.process_count() * config.seq_len
+  tokens = batches * config.batch_size // jax.process_count() * flops.tokens_per_example(config)
   return {'data_tokens_per_sec': tokens / seconds, 'data_batches': batches}
 
 
@@ -67,8 +67,8 @@ class TrainStep:
       self.loss = float(out['train/loss'])  # a host read: the step is finished, and a NaN would show
 
   def flops_per_step(self) -> float:
-    """Model FLOPs of one step (flops.flops_per_token, 6N + 12LdT per token)."""
-    return flops.flops_per_token(self.config, self.num_params) * self.config.batch_size * self.config.seq_len
+    """Model FLOPs of one step (flops.flops_per_step: 6N + 12LdT per token; per stack for an encoder-decoder)."""
+    return flops.flops_per_step(self.config, self.num_params)
 
 
 def step_summary(times: list[float], tokens_per_step: int, prefix: str = '') -> dict:
@@ -135,7 +135,7 @@ def train(config, local_batch: dict, steps: int, warmup: int, vs_torch: bool) ->
   for _ in range(steps):  # alternate, so both see the same machine
     for prefix, run in runners.items():
       times[prefix].extend(timed(run, 1)[1])
-  tokens = config.batch_size * config.seq_len
+  tokens = config.batch_size * flops.tokens_per_example(config)
   peaks = peak(config)
   out = {'params': step.num_params, 'batch_tokens': tokens, 'flops_per_step': step.flops_per_step(),
          'compile_seconds': step.compile_seconds, 'loss_after': step.loss, **peaks}

@@ -5,6 +5,8 @@ Every hook has its own cadence and gets a `StepContext` after each step, in the 
   Preemption        SIGTERM (or jax's multi-process preemption notice): log, save, wait for the commit, stop
   TrainLog          every log_every_steps (and at each checkpoint): averaged train/* metrics, the progress line
   Evaluation        every eval_every_steps and at the end: eval/* over the fixed eval batches
+  GenerationEval    with each evaluation (seq2seq, generation_eval_examples > 0): decode a fixed held-out subset,
+                    eval/bleu and eval/rouge1, rouge2, rougeLsum against the reference texts
   BestCheckpoint    after each evaluation: <workdir>/best and early stopping (best_metric, early_stopping_patience)
   ForgettingEval    every forgetting_every_steps: init_from's own pretraining objective (eval/pretrain_*)
   Checkpoint        every checkpoint_every_steps, at the end and on an early stop: the orbax checkpoint
@@ -25,7 +27,7 @@ import orbax.checkpoint as ocp
 from lm.config import resume
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import ConfigError, NonFiniteLossError
-from lm.inference import sampling
+from lm.inference import sampling, seq2seq_decoding, text_metrics
 from lm.parallel import sharding
 from lm.store import checkpoint, paths, writers
 from lm.training import preemption, step as step_lib
@@ -166,6 +168,40 @@ class Evaluation(Hook):
       ctx.eval_metrics = self.evaluate(trainer, ctx.step)
       ctx.summary.update(ctx.eval_metrics)
       ctx.busy = True
+
+
+class GenerationEval(Hook):
+  """With every evaluation: decode the first generation_eval_examples held-out sources (greedy, or
+  generation_num_beams beams) and score them against their reference texts (text_metrics: eval/bleu,
+  eval/rouge1, eval/rouge2, eval/rougeLsum). Runs after Evaluation, so best_metric may be eval/bleu."""
+
+  def __init__(self, config, eval_rows):
+    count = min(config.generation_eval_examples, len(eval_rows))
+    self.config, self.every = config, config.eval_every_steps
+    self.sources = [eval_rows[i]['encoder_inputs'][eval_rows[i]['encoder_segment_ids'] > 0].tolist()
+                    for i in range(count)]
+    self.references = [eval_rows.target_text(i) for i in range(count)]
+    self.max_new_tokens = config.generation_max_new_tokens or eval_rows.target_len
+
+  def predictions(self, trainer) -> list[str]:
+    """The decoded texts of the fixed sources with the current parameters."""
+    c, tok = self.config, trainer.tokenizer
+    with jax.set_mesh(trainer.mesh):
+      ids = seq2seq_decoding.generate(
+          trainer.model, trainer.state.params, self.sources, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_id,
+          pad_id=tok.pad_id, num_beams=c.generation_num_beams,
+          batch_multiple=sharding.data_parallel_size(trainer.mesh), rules=sharding.logical_rules(c.mesh))
+    return [tok.decode(i) for i in ids]
+
+  def after_step(self, trainer, ctx: StepContext) -> None:
+    if ctx.eval_metrics is None:
+      return
+    scores = {f'eval/{k}': v for k, v in text_metrics.all_metrics(self.predictions(trainer), self.references).items()}
+    trainer.writer.write_scalars(ctx.step, scores)
+    _print_metrics(f'generation ({len(self.sources)} examples)', ctx.step, scores)
+    ctx.eval_metrics.update(scores)
+    ctx.summary.update(scores)
+    ctx.busy = True
 
 
 def lower_is_better(metric: str) -> bool:
@@ -314,10 +350,12 @@ class Samples(Hook):
         print(f'--- sample (prompt {prompt!r}) ---\n{text}', flush=True)
 
 
-def default_hooks(trainer, eval_batches: list, sample_prompts: list[str]) -> list[Hook]:
+def default_hooks(trainer, eval_batches: list, sample_prompts: list[str], eval_rows=None) -> list[Hook]:
   """The hooks of a run of `trainer.config`, in the order they run after each step."""
   config = trainer.config
   hooks = [Preemption(), TrainLog(config), Evaluation(config, trainer.p_eval, eval_batches)]
+  if config.data.task == 'seq2seq' and config.generation_eval_examples:
+    hooks.append(GenerationEval(config, eval_rows))
   if config.best_metric:
     hooks.append(BestCheckpoint(trainer.workdir, config, trainer.start_step))
   if config.forgetting_every_steps and config.init_from and converted(config.init_from):

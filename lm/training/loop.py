@@ -93,16 +93,17 @@ class Trainer:
     self.p_train, self.p_eval = step_lib.jit_steps(config, self.model, self.shardings, self.mesh)
     self.last_checkpoint, self.pending = self.start_step, []
     self.writer = self.progress = None  # made when training starts
-    self.hooks = hooks_lib.default_hooks(self, eval_batches, _sample_prompts(config, eval_rows)) + list(extra_hooks)
+    self.hooks = hooks_lib.default_hooks(self, eval_batches, _sample_prompts(config, eval_rows),
+                                         eval_rows) + list(extra_hooks)
 
   def train(self) -> dict:
     """Runs from the restored step to num_train_steps; returns the last train and eval metrics."""
     config = self.config
     num_params = report_parameters(self.state.params)
     self.writer = writers.create_writer(self.workdir, self.start_step)
-    tokens_per_step = config.batch_size * config.seq_len
+    tokens_per_step = config.batch_size * flops.tokens_per_example(config)
     self.progress = progress_lib.Progress(config.num_train_steps, self.start_step, tokens_per_step,
-                                          flops.flops_per_token(config, num_params) * tokens_per_step)
+                                          flops.flops_per_step(config, num_params))
     try:
       if not all(hook.before_loop(self) for hook in self.hooks):
         return {}
