@@ -235,7 +235,7 @@ def test_seq2seq_fine_tune_reports_generation_metrics_and_generates(tmp_path):
   sources, then lm.generate's library on the workdir; a file without the target field stops before writing."""
   from configs import t5_tiny
   from lm.errors import DataError
-  from lm.inference import generation, sampling
+  from lm.inference import generation, sampling, seq2seq_scoring
   from lm.store import workdir, writers
   from lm.training import loop
   words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta']
@@ -253,6 +253,10 @@ def test_seq2seq_fine_tune_reports_generation_metrics_and_generates(tmp_path):
   run = workdir.load(str(tmp_path / 'wd'))
   texts, _ = generation.generate_texts(run, ['alpha beta gamma delta'], sampling.Sampling(), max_new_tokens=4)
   assert len(texts) == 1 and isinstance(texts[0], str)
+  with jax.set_mesh(run.mesh):
+    scored = seq2seq_scoring.score_pairs(run, str(tmp_path / 'pairs.jsonl'), num_beams=2)
+  assert scored['pairs'] == 64 and scored['tokens'] >= 128 and 0 <= scored['bleu'] <= 100
+  assert abs(scored['perplexity'] - np.exp(scored['loss'])) < 1e-6 * scored['perplexity']
   (tmp_path / 'bad.jsonl').write_text('{"source": "a b", "label": "x"}\n')
   config.data.path = str(tmp_path / 'bad.jsonl')
   with pytest.raises(DataError, match=r'bad.jsonl:1.*target') as e:

@@ -1,0 +1,64 @@
+"""Scoring (source, target) pairs with an encoder-decoder run (lm.evaluate --pairs_file): the teacher-forced NLL of
+the target tokens (eos included) and, from decoding each source, BLEU and ROUGE against the targets (text_metrics).
+
+The pairs file is read like a seq2seq run's data (jsonl or csv/tsv with the run's data.source_key / target_key,
+the run's data.task_prefix before each source, sources cut to seq_len and targets to data.target_len, counted).
+"""
+import functools
+import math
+
+import jax
+import numpy as np
+
+from lm import objectives
+from lm.data import seq2seq
+from lm.inference import sampling, seq2seq_decoding, text_metrics
+from lm.parallel import sharding
+
+
+def read_pairs(run, path: str) -> seq2seq.Seq2SeqExamples:
+  """The file's pairs as the run's examples (all of the file; .csv / .tsv as csv, anything else as jsonl)."""
+  data = run.config.data.copy_and_resolve_references()
+  data.source = 'csv' if path.endswith(('.csv', '.tsv')) else 'jsonl'
+  data.path = data.eval_path = path
+  config = run.config.copy_and_resolve_references()
+  config.data = data
+  return seq2seq.Seq2SeqExamples(seq2seq.get_records(data, 'eval'), run.tokenizer, config)
+
+
+@functools.partial(jax.jit, static_argnames='model')
+def _sums(params, batch, *, model):
+  logits = model.apply({'params': params}, batch)['logits']
+  return objectives.token_cross_entropy(logits, batch['targets'], batch['weights'])['loss']
+
+
+def _batches(examples, batch_size: int):
+  for start in range(0, len(examples), batch_size):
+    rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+    yield {k: np.stack([r[k] for r in rows]) for k in ('encoder_inputs', 'encoder_segment_ids', 'inputs',
+                                                        'segment_ids', 'targets', 'weights')}
+
+
+def score_pairs(run, path: str, *, batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 0) -> dict:
+  """{'loss', 'perplexity', 'tokens', 'pairs', 'truncated_targets', 'bleu', 'rouge1', 'rouge2', 'rougeLsum'}.
+  Call it under `jax.set_mesh(run.mesh)`."""
+  examples = read_pairs(run, path)
+  total, tokens = 0.0, 0.0
+  for batch in _batches(examples, batch_size):
+    total += float(_sums(run.params, batch, model=run.model))
+    tokens += float(batch['weights'].sum())
+  tok = run.tokenizer
+  predictions = []
+  for start in range(0, len(examples), batch_size):
+    rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+    ids = seq2seq_decoding.generate(
+        run.model, run.params, [r['encoder_inputs'][r['encoder_segment_ids'] > 0].tolist() for r in rows],
+        max_new_tokens=max_new_tokens or examples.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
+        sampling=sampling.Sampling(), num_beams=num_beams, batch_multiple=sharding.data_parallel_size(run.mesh),
+        rules=sharding.logical_rules(run.config.mesh))
+    predictions += [tok.decode(i) for i in ids]
+  references = [examples.target_text(i) for i in range(len(examples))]
+  loss = total / max(tokens, 1.0)
+  return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': int(tokens), 'pairs': len(examples),
+          'truncated_targets': examples.num_truncated_targets,
+          **text_metrics.all_metrics(predictions, references)}
