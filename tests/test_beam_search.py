@@ -96,13 +96,8 @@ def gpt2():
   return (hf_model, *_lm_model(hf_model))
 
 
-def slow_param(*values):
-  """A variant that runs in the full suite only (-m 'not slow' keeps one variant per layout and layer stacking)."""
-  return pytest.param(*values, marks=pytest.mark.slow)
-
-
-@pytest.mark.parametrize('name, scan_layers', [('gpt2', False), ('llama', True), slow_param('llama', False),
-                                               slow_param('gpt2', True)])
+# One variant per layout and per layer stacking: unrolled GPT-2 and scanned Llama (cache leaves [layers, B, ...]).
+@pytest.mark.parametrize('name, scan_layers', [('gpt2', False), ('llama', True)])
 def test_beams_equal_transformers(name, scan_layers, gpt2):
   """Tokens and scores for three length penalties; scan_layers=True (cache leaves [layers, B, ...]) gives the beams
   transformers gives, as the unrolled model does."""

@@ -133,7 +133,7 @@ def test_make_example_pads_with_density_half(stream):
 def test_from_config(stream):
   config = ml_collections.ConfigDict({'seq_len': 128, 'model': {'vocab_size': VOCAB}, 'data': {
       'noise_density': 0.15, 'mean_noise_span_length': 3.0, 'num_sentinels': NUM_SENTINELS}})
-  examples = sc.SpanCorruptionExamples.from_config(config, types.SimpleNamespace(eos_id=EOS), stream)
+  examples = sc.SpanCorruptionExamples.from_config(config, types.SimpleNamespace(eos_id=EOS, vocab_size=VOCAB), stream)
   assert (examples.inputs_length, examples.raw_tokens_length, examples.targets_length) == (128, 141, 29)
   assert examples.make_example(examples[1], np.random.default_rng(0))['encoder_inputs'].shape == (128,)
 
