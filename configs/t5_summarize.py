@@ -7,8 +7,7 @@ settings) on generation_eval_examples of the test split at every evaluation.
 Prepare the dataset offline first (`tfds build cnn_dailymail --file_format=array_record --data_dir=DIR`, then
 --config.data.tfds_data_dir=DIR); lm does not download. `,tiny` fine-tunes a t5_tiny-shaped run.
 """
-from configs import t5_small, t5_tiny
-from lm.config import base
+from configs import t5_translate
 
 
 def get_config(arg: str | None = None):
@@ -16,16 +15,5 @@ def get_config(arg: str | None = None):
   variants = set(filter(None, (arg or 'cnn_dailymail').split(',')))
   if 'cnn_dailymail' not in variants:
     raise ValueError('t5_summarize: the task is cnn_dailymail, e.g. configs/t5_summarize.py:cnn_dailymail')
-  c = t5_tiny.get_config() if 'tiny' in variants else t5_small.get_config()
-  c.data.task, c.data.source, c.data.tfds_name = 'seq2seq', 'tfds', 'cnn_dailymail'
-  c.data.source_key, c.data.target_key, c.data.task_prefix = 'article', 'highlights', 'summarize: '
-  c.data.train_split, c.data.eval_split = 'train', 'test'
-  c.seq_len, c.data.target_len = min(512, c.model.max_len), 128
-  c.num_train_steps, c.batch_size, c.z_loss = 20_000, 64, 0.0
-  c.log_every_steps, c.eval_every_steps, c.eval_steps, c.checkpoint_every_steps = 50, 2000, 16, 2000
-  c.generation_eval_examples, c.generation_num_beams = 256, 4
-  c.model.dropout = 0.1
-  c.best_metric = 'eval/rougeLsum'
-  presets = variants & set(base.FINETUNE_PRESETS)
-  base.finetune(c, presets.pop() if presets else 'fast')
-  return c
+  return t5_translate.tfds_finetune(variants, 'cnn_dailymail', ('article', 'highlights', 'summarize: '),
+                                    lengths=(512, 128), batch_size=64, examples=256, best_metric='eval/rougeLsum')

@@ -13,7 +13,7 @@ reach, so segments are whole lines where the text allows.
 import ml_collections
 import numpy as np
 
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import anchors, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 _SPECIAL = tokenizer_lib.NUM_SPECIAL_IDS  # ids below this are never masked, nor kept inside a segment
@@ -76,7 +76,7 @@ def truncate_pair(a: tuple[int, int], b: tuple[int, int], max_num_tokens: int, r
   return (a0, a1), (b0, b1)
 
 
-class SentencePairs:
+class SentencePairs(anchors.StreamAnchors):
   """Random-access anchors over a token stream, and `make_example(anchor, rng)` that turns one into a BERT example.
 
   `pairs[i]` is the stream offset i * seq_len (one anchor per seq_len tokens, so an epoch covers the corpus about
@@ -132,19 +132,9 @@ class SentencePairs:
                short_seq_prob=data.short_seq_prob, newline_id=tokenizer.newline_id,
                word_starts=tokenizer.word_starts() if data.whole_word_mask else None)
 
-  def __len__(self) -> int:
-    return len(self.tokens) // self.seq_len
-
   @property
-  def num_tokens(self) -> int:
-    return len(self.tokens)
-
-  def __getitem__(self, i: int) -> int:
-    n = len(self)
-    i = int(i)
-    if not -n <= i < n:
-      raise IndexError(f'anchor {i} out of range for {n} anchors')
-    return (i % n) * self.seq_len
+  def stride(self) -> int:
+    return self.seq_len
 
   def _document(self, offset: int) -> int:
     """The document holding stream offset `offset`, or the next non-empty one if that document is empty."""

@@ -19,7 +19,7 @@ reproduces exactly:
 import ml_collections
 import numpy as np
 
-from lm.data import tokenizer as tokenizer_lib
+from lm.data import anchors, tokenizer as tokenizer_lib
 from lm.errors import DataError
 
 
@@ -157,7 +157,7 @@ def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int, num_se
   return np.concatenate(pieces + [inputs[begin:]]).astype(np.int32)
 
 
-class SpanCorruptionExamples:
+class SpanCorruptionExamples(anchors.StreamAnchors):
   """Random-access anchors over a token stream, and `make_example(anchor, rng)` that turns one into a T5 example.
 
   `examples[i]` is the stream offset i * R, R = raw_tokens_length from `random_spans_helper`: example i corrupts the
@@ -200,19 +200,9 @@ class SpanCorruptionExamples:
                noise_density=data.noise_density, mean_noise_span_length=data.mean_noise_span_length,
                eos_id=tokenizer.eos_id)
 
-  def __len__(self) -> int:
-    return len(self.tokens) // self.raw_tokens_length
-
   @property
-  def num_tokens(self) -> int:
-    return len(self.tokens)
-
-  def __getitem__(self, i: int) -> int:
-    n = len(self)
-    i = int(i)
-    if not -n <= i < n:
-      raise IndexError(f'anchor {i} out of range for {n} anchors')
-    return (i % n) * self.raw_tokens_length
+  def stride(self) -> int:
+    return self.raw_tokens_length
 
   def make_example(self, anchor: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The span-corruption example (see the class docstring) of the R raw tokens at stream offset `anchor`."""
