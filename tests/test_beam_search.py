@@ -96,8 +96,9 @@ def gpt2():
   return (hf_model, *_lm_model(hf_model))
 
 
-# One variant per layout and per layer stacking: unrolled GPT-2 and scanned Llama (cache leaves [layers, B, ...]).
-@pytest.mark.parametrize('name, scan_layers', [('gpt2', False), ('llama', True)])
+# One variant per layout and per layer stacking: unrolled GPT-2 (fast tier) and scanned Llama (cache leaves
+# [layers, B, ...]; full suite).
+@pytest.mark.parametrize('name, scan_layers', [('gpt2', False), pytest.param('llama', True, marks=pytest.mark.slow)])
 def test_beams_equal_transformers(name, scan_layers, gpt2):
   """Tokens and scores for three length penalties; scan_layers=True (cache leaves [layers, B, ...]) gives the beams
   transformers gives, as the unrolled model does."""
@@ -114,6 +115,7 @@ def test_beams_equal_transformers(name, scan_layers, gpt2):
   assert any(len(set(pair)) > 1 for pair in lengths)  # the two rows of a batch stopping at different lengths
 
 
+@pytest.mark.slow
 def test_one_beam_is_greedy(gpt2):
   hf_model, model, params = gpt2
   eos = 95  # never chosen: one beam then runs to the end like greedy decoding

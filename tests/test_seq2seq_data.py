@@ -135,6 +135,7 @@ def test_long_pairs_are_truncated_with_eos_last_and_counted(tokenizer):
   assert examples[1]['targets'].tolist()[:len(tokenizer.encode('short')) + 1] == tokenizer.encode('short') + [EOS]
 
 
+@pytest.mark.slow  # parses every standard-library file
 def test_embedded_code_summaries_hide_the_docstring_and_split_by_file():
   data = seq2seq_config(source='embedded', eval_fraction=0.2).data
   train, eval_ = both(data)
