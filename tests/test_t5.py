@@ -260,3 +260,16 @@ def test_seq2seq_fine_tune_reports_generation_metrics_resumes_exactly_and_genera
   with pytest.raises(DataError, match=r'bad.jsonl:1.*target') as e:
     loop.run(config, str(tmp_path / 'bad_wd'))
   assert '\n' not in str(e.value) and not (tmp_path / 'bad_wd').exists()
+
+
+@pytest.mark.slow
+def test_bench_reports_encoder_decoder_throughput_and_mfu(span_batches):
+  """lm.bench's library on t5_tiny:test: tokens/s over encoder + decoder tokens, MFU from the per-stack FLOPs."""
+  import math
+
+  from lm.perf import flops, measure
+  config = span_batches[0].copy_and_resolve_references()
+  config.model.dropout = 0.0
+  report = measure.measure_all(config, ['train'], steps=1, warmup=1, data_batches=1)
+  assert report['batch_tokens'] == 8 * (64 + 14) and report['flops_per_step'] == flops.flops_per_step(config, 0)
+  assert report['tokens_per_sec'] > 0 and math.isfinite(report['loss_after']) and report['mfu'] > 0

@@ -106,10 +106,6 @@ class T5Attention(nn.Module):
     return self.variable('cache', 'cross_key').value, self.variable('cache', 'cross_value').value
 
 
-def _norm(cfg, name):
-  return layers.layer_norm(cfg, name)
-
-
 class EncoderBlock(nn.Module):
   """x + attn(norm(x)), then + mlp(norm(.)). Called as (x, mask, bias) -> (x, None) (layers.stack_blocks)."""
   cfg: layers.ModelConfig
@@ -120,9 +116,9 @@ class EncoderBlock(nn.Module):
   def __call__(self, x, mask, bias):
     cfg = self.cfg
     x = nn.with_logical_constraint(x, layers.ACTIVATION_AXES)
-    h = _norm(cfg, 'ln_attn')(x)
+    h = layers.layer_norm(cfg, 'ln_attn')(x)
     x = x + T5Attention(cfg, name='attn')(h, None, mask, bias, self.deterministic)
-    x = x + _mlp(cfg)(_norm(cfg, 'ln_mlp')(x), self.deterministic)
+    x = x + _mlp(cfg)(layers.layer_norm(cfg, 'ln_mlp')(x), self.deterministic)
     return nn.with_logical_constraint(x, layers.ACTIVATION_AXES), None
 
 
@@ -137,12 +133,12 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, mask, bias, encoded, cross_mask):
     cfg = self.cfg
     x = nn.with_logical_constraint(x, layers.ACTIVATION_AXES)
-    h = _norm(cfg, 'ln_attn')(x)
+    h = layers.layer_norm(cfg, 'ln_attn')(x)
     x = x + T5Attention(cfg, causal=True, decode=self.decode, name='attn')(h, None, mask, bias, self.deterministic)
-    h = _norm(cfg, 'ln_cross')(x)
+    h = layers.layer_norm(cfg, 'ln_cross')(x)
     x = x + T5Attention(cfg, cross=True, decode=self.decode, name='cross')(h, encoded, cross_mask, None,
                                                                           self.deterministic)
-    x = x + _mlp(cfg)(_norm(cfg, 'ln_mlp')(x), self.deterministic)
+    x = x + _mlp(cfg)(layers.layer_norm(cfg, 'ln_mlp')(x), self.deterministic)
     return nn.with_logical_constraint(x, layers.ACTIVATION_AXES), None
 
 
@@ -174,7 +170,7 @@ class Stack(nn.Module):
     cfg = self.cfg
     x = layers.stack_blocks(cfg, not train, x, *args, decode=decode, block_cls=self.block_cls,
                             num_layers=self.num_layers)
-    x = _norm(cfg, 'ln_final')(x)
+    x = layers.layer_norm(cfg, 'ln_final')(x)
     return nn.Dropout(cfg.dropout)(x, deterministic=not train)
 
 
