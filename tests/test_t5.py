@@ -273,3 +273,18 @@ def test_bench_reports_encoder_decoder_throughput_and_mfu(span_batches):
   report = measure.measure_all(config, ['train'], steps=1, warmup=1, data_batches=1)
   assert report['batch_tokens'] == 8 * (64 + 14) and report['flops_per_step'] == flops.flops_per_step(config, 0)
   assert report['tokens_per_sec'] > 0 and math.isfinite(report['loss_after']) and report['mfu'] > 0
+
+
+def test_z_loss_adds_the_squared_log_normaliser():
+  """objectives 'seq2seq' with config.z_loss: loss = cross-entropy + z_loss * log(Z)^2 on the weighted tokens."""
+  import ml_collections
+
+  from lm import objectives
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 11)) * 3
+  batch = {'targets': jnp.array([[1, 2, 3], [4, 5, 0]]), 'weights': jnp.array([[1., 1., 1.], [1., 1., 0.]])}
+  plain = objectives.seq2seq_sums({'logits': logits}, batch, ml_collections.ConfigDict({'z_loss': 0.0}))
+  with_z = objectives.seq2seq_sums({'logits': logits}, batch, ml_collections.ConfigDict({'z_loss': 1e-2}))
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  expected_z = 1e-2 * float(jnp.sum(jnp.square(log_z) * batch['weights']))
+  assert 'z_loss' not in plain and with_z['z_loss'] == pytest.approx(expected_z, rel=1e-6)
+  assert with_z['loss'] == pytest.approx(float(plain['loss']) + expected_z, rel=1e-6)
