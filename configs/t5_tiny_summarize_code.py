@@ -3,12 +3,14 @@ docstring from its code (docstring removed; lm/data/seq2seq.py, source 'embedded
 
   python -m lm.main --config=configs/t5_tiny.py                                   # pretrain (span corruption)
   python -m lm.main --config=configs/t5_tiny_summarize_code.py --config.init_from=workdirs/t5_tiny
-  python -m lm.generate --workdir=workdirs/t5_tiny_summarize_code --prompt="$(python -c 'import inspect, \
+  python -m lm.generate --workdir=workdirs/t5_tiny_summarize_code --best --prompt="$(python -c 'import inspect, \
       textwrap; print(inspect.getsource(textwrap.dedent))')" --num_beams=4
 
-Held out: the functions of 10% of the files (by path). Each evaluation decodes generation_eval_examples of them
-(greedy) and reports eval/rouge1, rouge2, rougeLsum and bleu against the real first sentences; the baseline to beat
-is copying the function's name (seq2seq.first_name_baseline). Without init_from it trains from scratch.
+Held out: the functions of 10% of the files (by path). Each evaluation decodes all of them (greedy) and reports
+eval/rouge1, rouge2, rougeLsum and bleu against the real first sentences, keeping the best checkpoint by
+eval/rougeLsum in <workdir>/best; the baseline to beat is copying the function's name (seq2seq.first_name_baseline:
+ROUGE-Lsum 18.5 on Python 3.11's 275). ~30 min on a 2-core VM; WORKSPACE.md ("Encoder-decoder") has what it reaches
+(about the baseline). Without init_from it trains from scratch.
 """
 from configs import t5_tiny
 from lm.config import base
