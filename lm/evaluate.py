@@ -61,6 +61,8 @@ def main(argv):
     if bool(_TEXT_FILE.value) == bool(_PAIRS_FILE.value):
       raise UsageError('give one of --text_file (decoders, encoders) or --pairs_file (encoder-decoders)')
     text = read_text(_TEXT_FILE.value) if _TEXT_FILE.value else None
+    if _PAIRS_FILE.value and not os.path.isfile(_PAIRS_FILE.value):
+      raise UsageError(f'--pairs_file={_PAIRS_FILE.value}: no such file')
     run = workdir.load(_WORKDIR.value, _STEP.value, best=_BEST.value, mesh=_MESH.value)
     if _PAIRS_FILE.value:
       return _score_pairs(run)
@@ -82,8 +84,6 @@ def main(argv):
 
 def _score_pairs(run) -> None:
   """Prints the JSON line of an encoder-decoder run scored on --pairs_file."""
-  import jax
-
   from lm.errors import LmError, UsageError
   from lm.inference import seq2seq_scoring
   from lm.models import registry
@@ -91,11 +91,7 @@ def _score_pairs(run) -> None:
     if not registry.get(run.config.model.type).encoder_decoder:
       raise UsageError(f'--pairs_file: model.type={run.config.model.type!r} is not an encoder-decoder; use '
                        '--text_file')
-    if not os.path.isfile(_PAIRS_FILE.value):
-      raise UsageError(f'--pairs_file={_PAIRS_FILE.value}: no such file')
-    with jax.set_mesh(run.mesh):
-      result = seq2seq_scoring.score_pairs(run, _PAIRS_FILE.value, batch_size=_BATCH.value,
-                                           num_beams=_NUM_BEAMS.value)
+    result = seq2seq_scoring.score_pairs(run, _PAIRS_FILE.value, batch_size=_BATCH.value, num_beams=_NUM_BEAMS.value)
   except LmError as e:
     cli.fail(e)
   print(json.dumps({**result, 'objective': 'seq2seq', 'step': run.step}), flush=True)

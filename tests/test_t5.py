@@ -251,8 +251,7 @@ def test_seq2seq_fine_tune_reports_generation_metrics_resumes_exactly_and_genera
   run = workdir.load(str(tmp_path / 'wd'))
   texts, _ = generation.generate_texts(run, ['alpha beta gamma delta'], sampling.Sampling(), max_new_tokens=4)
   assert len(texts) == 1 and isinstance(texts[0], str)
-  with jax.set_mesh(run.mesh):
-    scored = seq2seq_scoring.score_pairs(run, str(tmp_path / 'pairs.jsonl'), num_beams=2)
+  scored = seq2seq_scoring.score_pairs(run, str(tmp_path / 'pairs.jsonl'), num_beams=2)
   assert scored['pairs'] == 64 and scored['tokens'] >= 128 and 0 <= scored['bleu'] <= 100
   assert abs(scored['perplexity'] - np.exp(scored['loss'])) < 1e-6 * scored['perplexity']
   (tmp_path / 'bad.jsonl').write_text('{"source": "a b", "label": "x"}\n')

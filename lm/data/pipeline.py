@@ -242,13 +242,6 @@ def eval_sets(config: ml_collections.ConfigDict, rows: Examples, process_index: 
   return {'': eval_batches(config, rows, process_index, process_count)}
 
 
-class _SyntheticVocab:
-  """What an example maker reads of a tokenizer, for batch shapes without one."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.vocab_size, self.eos_id = config.model.vocab_size, tokenizer_lib.EOS_ID
-
-
 def batch_spec(config: ml_collections.ConfigDict) -> dict:
   """{key: jax.ShapeDtypeStruct} of one global pretraining batch: the keys, shapes and dtypes the real pipeline
   yields, taken from its own example maker over a small synthetic stream (no corpus or tokenizer is read). For
@@ -260,11 +253,12 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict:
       + tokenizer_lib.NUM_SPECIAL_IDS
   starts = np.array([0, length // 2], np.int64)
   if _layout(config) == 'span_corruption':
-    raw = span_corruption.random_spans_helper(config.seq_len, config.data.noise_density,
-                                              config.data.mean_noise_span_length)[0]
-    tokens = np.resize(tokens, 4 * raw)
-    example = span_corruption.SpanCorruptionExamples.from_config(config, _SyntheticVocab(config), tokens
-                                                                 ).make_example(0, np.random.default_rng(0))
+    data = config.data
+    rows = span_corruption.SpanCorruptionExamples(
+        np.resize(tokens, 4 * length), config.seq_len, vocab_size=config.model.vocab_size,
+        num_sentinels=data.num_sentinels, noise_density=data.noise_density,
+        mean_noise_span_length=data.mean_noise_span_length)
+    example = rows.make_example(0, np.random.default_rng(0))
   elif _layout(config) == 'sentence_pairs':
     data = config.data
     rows = bert.SentencePairs(tokens, starts, config.seq_len, vocab_size=config.model.vocab_size,

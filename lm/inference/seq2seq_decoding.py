@@ -155,3 +155,20 @@ def generate(model, params, sources: Sequence[Sequence[int]], *, max_new_tokens:
     out = fn(params, tokens, segments, jax.random.PRNGKey(seed), model=model, max_new_tokens=max_new_tokens,
              sampling=sampling, eos_id=eos_id, pad_id=pad_id, rules=rules)
   return [sampling_lib.cut_at_eos(row, eos_id) for row in sharding.to_host(out)[:len(sources)]]
+
+
+def sources_of(encoder_inputs, encoder_segment_ids) -> list[list[int]]:
+  """The token ids of each row of an encoder batch [B, S] without its padding: what `generate` takes."""
+  return [row[segments > 0].tolist() for row, segments in zip(np.asarray(encoder_inputs),
+                                                              np.asarray(encoder_segment_ids))]
+
+
+def generate_texts(model, params, tokenizer, sources: Sequence[Sequence[int]], *, max_new_tokens: int,
+                   num_beams: int, mesh, mesh_config) -> list[str]:
+  """The decoded text of each source (greedy, or the best of num_beams beams) with the parameters sharded on
+  `mesh` (config.mesh gives the activation rules): what generation-based evaluation scores."""
+  with jax.set_mesh(mesh):
+    ids = generate(model, params, sources, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
+                   pad_id=tokenizer.pad_id, num_beams=num_beams, batch_multiple=sharding.data_parallel_size(mesh),
+                   rules=sharding.logical_rules(mesh_config))
+  return [tokenizer.decode(i) for i in ids]

@@ -12,8 +12,7 @@ import numpy as np
 
 from lm import objectives
 from lm.data import seq2seq
-from lm.inference import sampling, seq2seq_decoding, text_metrics
-from lm.parallel import sharding
+from lm.inference import seq2seq_decoding, text_metrics
 
 
 def read_pairs(run, path: str) -> seq2seq.Seq2SeqExamples:
@@ -40,23 +39,19 @@ def _batches(examples, batch_size: int):
 
 
 def score_pairs(run, path: str, *, batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 0) -> dict:
-  """{'loss', 'perplexity', 'tokens', 'pairs', 'truncated_targets', 'bleu', 'rouge1', 'rouge2', 'rougeLsum'}.
-  Call it under `jax.set_mesh(run.mesh)`."""
+  """{'loss', 'perplexity', 'tokens', 'pairs', 'truncated_targets', 'bleu', 'rouge1', 'rouge2', 'rougeLsum'}:
+  each batch of pairs is scored (teacher forcing) and its sources decoded."""
   examples = read_pairs(run, path)
-  total, tokens = 0.0, 0.0
+  total, tokens, predictions = 0.0, 0.0, []
   for batch in _batches(examples, batch_size):
-    total += float(_sums(run.params, batch, model=run.model))
+    with jax.set_mesh(run.mesh):
+      total += float(_sums(run.params, batch, model=run.model))
     tokens += float(batch['weights'].sum())
-  tok = run.tokenizer
-  predictions = []
-  for start in range(0, len(examples), batch_size):
-    rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
-    ids = seq2seq_decoding.generate(
-        run.model, run.params, [r['encoder_inputs'][r['encoder_segment_ids'] > 0].tolist() for r in rows],
-        max_new_tokens=max_new_tokens or examples.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
-        sampling=sampling.Sampling(), num_beams=num_beams, batch_multiple=sharding.data_parallel_size(run.mesh),
-        rules=sharding.logical_rules(run.config.mesh))
-    predictions += [tok.decode(i) for i in ids]
+    predictions += seq2seq_decoding.generate_texts(
+        run.model, run.params, run.tokenizer,
+        seq2seq_decoding.sources_of(batch['encoder_inputs'], batch['encoder_segment_ids']),
+        max_new_tokens=max_new_tokens or examples.target_len, num_beams=num_beams, mesh=run.mesh,
+        mesh_config=run.config.mesh)
   references = [examples.target_text(i) for i in range(len(examples))]
   loss = total / max(tokens, 1.0)
   return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': int(tokens), 'pairs': len(examples),

@@ -176,22 +176,19 @@ class GenerationEval(Hook):
   eval/rouge1, eval/rouge2, eval/rougeLsum). Runs after Evaluation, so best_metric may be eval/bleu."""
 
   def __init__(self, config, eval_rows):
-    count = min(config.generation_eval_examples, len(eval_rows))
-    self.config, self.every = config, config.eval_every_steps
-    self.sources = [eval_rows[i]['encoder_inputs'][eval_rows[i]['encoder_segment_ids'] > 0].tolist()
-                    for i in range(count)]
-    self.references = [eval_rows.target_text(i) for i in range(count)]
+    rows = [eval_rows[i] for i in range(min(config.generation_eval_examples, len(eval_rows)))]
+    self.config = config
+    self.sources = seq2seq_decoding.sources_of([r['encoder_inputs'] for r in rows],
+                                               [r['encoder_segment_ids'] for r in rows])
+    self.references = [eval_rows.target_text(i) for i in range(len(rows))]
     self.max_new_tokens = config.generation_max_new_tokens or eval_rows.target_len
 
   def predictions(self, trainer) -> list[str]:
     """The decoded texts of the fixed sources with the current parameters."""
-    c, tok = self.config, trainer.tokenizer
-    with jax.set_mesh(trainer.mesh):
-      ids = seq2seq_decoding.generate(
-          trainer.model, trainer.state.params, self.sources, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_id,
-          pad_id=tok.pad_id, num_beams=c.generation_num_beams,
-          batch_multiple=sharding.data_parallel_size(trainer.mesh), rules=sharding.logical_rules(c.mesh))
-    return [tok.decode(i) for i in ids]
+    return seq2seq_decoding.generate_texts(trainer.model, trainer.state.params, trainer.tokenizer, self.sources,
+                                           max_new_tokens=self.max_new_tokens,
+                                           num_beams=self.config.generation_num_beams, mesh=trainer.mesh,
+                                           mesh_config=self.config.mesh)
 
   def after_step(self, trainer, ctx: StepContext) -> None:
     if ctx.eval_metrics is None:
