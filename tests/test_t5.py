@@ -172,6 +172,7 @@ def span_batches():
   return config, [next(iterator) for _ in range(2)]
 
 
+@pytest.mark.slow  # its fixture (a tokenizer and store of the embedded corpus) is shared with the sharded test
 def test_span_corruption_batches_reconstruct_the_text(span_batches):
   from lm.data import span_corruption, tokenizer as tokenizer_lib
   config, batches = span_batches
