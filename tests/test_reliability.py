@@ -16,6 +16,8 @@ pytestmark = pytest.mark.slow  # every test here trains through the command line
 
 BASE = ('--config=configs/gpt_tiny.py:test', '--config.num_train_steps=30', '--config.log_every_steps=1',
         '--config.checkpoint_every_steps=3', '--config.eval_every_steps=0', '--config.num_samples=0')
+T5_BASE = ('--config=configs/t5_tiny.py:test', '--config.num_train_steps=12', '--config.log_every_steps=1',
+           '--config.checkpoint_every_steps=3', '--config.eval_every_steps=0')  # span corruption: grain random_map
 
 
 def _error_line(result) -> str:
@@ -32,13 +34,14 @@ def _losses(workdir: str) -> dict:
   return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
 
 
-def _start(workdir: str, *extra: str, cwd: str = REPO, log_dir: str = '') -> tuple[subprocess.Popen, str]:
-  """Starts lm.main on BASE in the background (from `cwd`: the config by absolute path, lm on PYTHONPATH); its output
-  goes to a log file in `log_dir` (default: beside the workdir)."""
+def _start(workdir: str, *extra: str, cwd: str = REPO, log_dir: str = '', base: tuple[str, ...] = BASE
+           ) -> tuple[subprocess.Popen, str]:
+  """Starts lm.main on `base` in the background (from `cwd`: the config by absolute path, lm on PYTHONPATH); its
+  output goes to a log file in `log_dir` (default: beside the workdir)."""
   log = os.path.join(log_dir or os.path.dirname(workdir), f'log-{time.time_ns()}.txt')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env['PYTHONPATH'] = REPO
-  args = [f'--config={REPO}/{a[9:]}' if a.startswith('--config=') else a for a in BASE] if cwd != REPO else BASE
+  args = [f'--config={REPO}/{a[9:]}' if a.startswith('--config=') else a for a in base] if cwd != REPO else base
   with open(log, 'w') as out:
     proc = subprocess.Popen([sys.executable, '-m', 'lm.main', *args, f'--workdir={workdir}', *extra], cwd=cwd,
                             env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -80,6 +83,25 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_losses(reference, t
         f'{resumed == reference}')
   assert resumed == reference  # bitwise: same floats at every step
   assert not glob.glob(os.path.join(workdir, 'checkpoints', '*tmp*'))
+
+
+def test_t5_span_corruption_killed_mid_run_resumes_with_the_same_losses(tmp_path):
+  """The encoder-decoder family and its random_map data (span corruption draws its noise per example): SIGKILL
+  after the step-6 checkpoint, resume, and every step's loss equals an uninterrupted run's, bitwise."""
+  result = run_lm(*T5_BASE, f'--workdir={tmp_path / "reference"}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  reference = _losses(str(tmp_path / 'reference'))
+  workdir = str(tmp_path / 'wd')
+  proc, log = _start(workdir, base=T5_BASE)
+  _wait_for_step(log, 7, proc)
+  time.sleep(random.Random(17).random() * 0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert 0 < len(_losses(workdir)) < 12, 'the run was not killed mid-way'
+  result = run_lm(*T5_BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'Resuming from checkpoint step' in result.stdout
+  assert _losses(workdir) == reference and len(reference) == 12
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(reference, tmp_path):
