@@ -124,6 +124,11 @@ class HFTokenizer:
     """The ids of the text alone (no special tokens)."""
     return self._tok.encode(text, add_special_tokens=False).ids
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """`encode(text)` and each token's (start, end) character span in `text`."""
+    encoding = self._tok.encode(text, add_special_tokens=False)
+    return encoding.ids, [tuple(span) for span in encoding.offsets]
+
   def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
     del num_threads
     return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]

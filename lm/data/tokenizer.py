@@ -136,6 +136,17 @@ class Tokenizer:
     """Token ids of `text`, without bos or eos."""
     return self._sp.encode(text)
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """`encode(text)` and each token's (start, end) character span in `text` (a character split into several
+    byte-fallback tokens: the last of them carries it, the others get an empty span at its start). Spans include
+    the whitespace a token starts with ('▁the' -> ' the'): strip the text they cut out."""
+    encode = getattr(self._sp, 'encode_as_proto', None)
+    proto = encode(text) if encode else self._sp.encode(text, out_type='immutable_proto')
+    char_at_byte = np.repeat(np.arange(len(text) + 1), [len(c.encode('utf-8')) for c in text] + [1])
+    ids = [piece.id for piece in proto.pieces]
+    spans = [(int(char_at_byte[piece.begin]), int(char_at_byte[piece.end])) for piece in proto.pieces]
+    return ids, spans
+
   def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
     """Token ids of each text, encoded in parallel (num_threads 0 = all cores)."""
     return self._sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
