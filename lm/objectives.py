@@ -89,6 +89,22 @@ def classify_sums(outputs, batch, config) -> dict:
   return token_cross_entropy(outputs['class_logits'], batch['label'], batch['example_weight'])
 
 
+def span_sums(outputs, batch, config) -> dict:
+  """Extractive QA: the mean of the start and end cross-entropies of each window over its tokens (padding
+  excluded); 'accuracy' is the mean of start and end hits. Padding windows (example_weight 0) count 0."""
+  del config
+  tokens = batch['segment_ids'] != 0
+  sums = [token_cross_entropy(jnp.where(tokens, outputs[f'{side}_logits'], -1e9), batch[f'{side}_positions'],
+                              batch['example_weight']) for side in ('start', 'end')]
+  return jax.tree.map(lambda start, end: (start + end) / 2, *sums)
+
+
+def tag_sums(outputs, batch, config) -> dict:
+  """Token classification: cross-entropy of the tag logits on the labelled sub-tokens (tag_weights)."""
+  del config
+  return token_cross_entropy(outputs['tag_logits'], batch['tags'], batch['tag_weights'])
+
+
 def confusion_counts(outputs, batch) -> dict:
   """{'confusion': [true, predicted] counts} of the weighted examples of a batch."""
   logits = outputs['class_logits']
@@ -132,4 +148,6 @@ OBJECTIVES: dict[str, Objective] = {
     'contrastive': Objective(contrastive_sums, _count_examples, views=2),
     'classify': Objective(classify_sums, _count_weighted_examples, eval_counts=confusion_counts,
                           summarize=f1_scores),
+    'span': Objective(span_sums, _count_weighted_examples),
+    'tag': Objective(tag_sums, _count_weights('tag_weights')),
 }

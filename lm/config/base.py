@@ -62,7 +62,8 @@ def _model() -> ml_collections.ConfigDict:
   m.use_bias = True  # biases in the attention and MLP projections (Llama has none)
   m.num_kv_heads = 0  # key/value heads for grouped-query attention (0 = num_heads; must divide num_heads)
   m.type_vocab_size = 0  # token-type (segment A/B) embeddings: 2 for BERT, 0 = none
-  m.num_labels = 0  # classification head size (data.task='classify'; 0 = from the dataset's labels)
+  m.num_labels = 0  # classification / tagging head size (data.task classify or tag; 0 = from the data's labels)
+  m.task_head = 'class'  # fine-tuning head: 'class' (per sequence), 'span' (QA start/end logits), 'token' (tags)
   m.num_layers = 4  # transformer blocks
   m.num_heads = 4  # attention heads
   m.head_dim = 0  # size of each attention head (0 = d_model // num_heads; T5.1.1 small: 512 = 6 heads x 64 + ...)
@@ -89,8 +90,9 @@ def _model() -> ml_collections.ConfigDict:
 def _data() -> ml_collections.ConfigDict:
   """config.data: corpus, tokenizer and input pipeline."""
   d = ml_collections.ConfigDict()
-  d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label), 'sft' (instruction JSONL) or
-  # 'seq2seq' ((source, target) pairs for an encoder-decoder: translation, summarization; lm/data/seq2seq.py)
+  d.task = 'pretrain'  # 'pretrain' (documents), 'classify' (text[, text_b], label), 'sft' (instruction JSONL),
+  # 'seq2seq' ((source, target) pairs for an encoder-decoder: translation, summarization; lm/data/seq2seq.py),
+  # 'qa' (extractive question answering, SQuAD; lm/data/qa.py) or 'tag' (token classification; lm/data/tagging.py)
   d.source = 'embedded'  # 'embedded' (stdlib text; see WORKSPACE.md), 'text', 'jsonl', 'csv', 'parquet', 'tfds' or
   # 'gettext' (seq2seq: .mo catalogs in data.path, English msgid -> translation)
   d.path = ''  # files or globs for 'text' / 'jsonl' / 'parquet', comma-separated; local or gs://, plain, .gz or .zst
@@ -105,6 +107,14 @@ def _data() -> ml_collections.ConfigDict:
   d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted
   d.mean_noise_span_length = 3.0  # span corruption: mean length of a corrupted span
   d.num_sentinels = 0  # sentinel ids <extra_id_k> = vocab_size-1-k at the top of the tokenizer (t5 preset: 100)
+  d.doc_stride = 128  # qa: tokens shared by consecutive windows of a long context (Hugging Face's stride)
+  d.max_query_len = 64  # qa: question tokens kept (longer questions are cut and counted)
+  d.max_answer_len = 30  # qa: longest answer span predicted, in tokens
+  d.n_best = 20  # qa: start and end candidates per window combined into answer spans
+  d.allow_null = False  # qa: may answer "no answer" (SQuAD v2) when the null score beats the best span
+  d.null_threshold = 0.0  # qa: answer nothing when null score - best span score > this (allow_null only)
+  d.tag_names = ''  # tag: the tag set, comma-separated IOB2 ('O,B-PER,I-PER,...'; '' = from the data)
+  d.label_all_subtokens = False  # tag: label every sub-token of a word (later ones as I-), not only the first
   d.eval_path = ''  # classify/sft: jsonl/csv file(s) of the eval split ('' = hold out eval_fraction of data.path)
   d.tfds_name = ''  # tfds dataset name for source='tfds', e.g. 'lm1b' or 'wikipedia/20230601.en'
   d.tfds_data_dir = ''  # tfds data_dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -206,6 +216,24 @@ def classify(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.eval_fraction = 0.2  # of the files: enough of each package for a steady accuracy
   c.eval_steps = 0  # the whole held-out split
   c.best_metric = 'eval/accuracy'
+  return c
+
+
+def qa(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into an extractive question-answering run (SQuAD's span head and metrics; lm/data/qa.py): the
+  whole eval split, best checkpoint by eval/f1."""
+  c.data.task, c.model.task_head, c.objectives = 'qa', 'span', {'span': 1.0}
+  c.eval_steps = 0
+  c.best_metric = 'eval/f1'
+  return c
+
+
+def tag(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into a token-classification run (a tag per word; lm/data/tagging.py): the whole eval split, best
+  checkpoint by eval/entity_f1."""
+  c.data.task, c.model.task_head, c.objectives = 'tag', 'token', {'tag': 1.0}
+  c.eval_steps = 0
+  c.best_metric = 'eval/entity_f1'
   return c
 
 

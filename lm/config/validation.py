@@ -17,7 +17,8 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
     'model.remat': ('none', 'full', 'dots'),
-    'data.task': ('pretrain', 'classify', 'sft', 'seq2seq'),
+    'data.task': ('pretrain', 'classify', 'sft', 'seq2seq', 'qa', 'tag'),
+    'model.task_head': ('class', 'span', 'token'),
     'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds', 'gettext'),
     'data.packing': ('packed', 'concat'),
     'data.tokenizer_type': ('bpe', 'unigram'),
@@ -144,7 +145,10 @@ TASKS = {
     'classify': (('classify',), ('embedded', 'jsonl', 'csv', 'tfds')),
     'sft': (('clm',), ('embedded', 'jsonl')),
     'seq2seq': (('seq2seq',), ('embedded', 'jsonl', 'csv', 'tfds', 'gettext')),
+    'qa': (('span',), ('embedded', 'jsonl', 'tfds')),
+    'tag': (('tag',), ('embedded', 'jsonl', 'tfds')),
 }
+TASK_HEAD = {'qa': 'span', 'tag': 'token'}  # data.task -> the model.task_head it needs ('class' for the others)
 
 
 def _check_task(config):
@@ -159,11 +163,29 @@ def _check_task(config):
     raise ConfigError(f'data.source={d.source!r} does not go with data.task={task!r}; use one of {task_sources}')
   if config.model.type not in task_models:
     raise ConfigError(f'data.task={task!r} needs model.type in {task_models}, not {config.model.type!r}')
-  if config.model.num_labels == 1 or (config.model.num_labels and task != 'classify'):
-    raise ConfigError(f"model.num_labels={config.model.num_labels}: give >= 2 classes for data.task='classify' "
-                      '(0 = from the data), and 0 for other tasks')
-  if config.optimizer.freeze_all_but_head and task != 'classify':
-    raise ConfigError("optimizer.freeze_all_but_head: only data.task='classify' has a new head to train")
+  head = TASK_HEAD.get(task, 'class')
+  if config.model.task_head != head:
+    raise ConfigError(f'model.task_head={config.model.task_head!r} does not go with data.task={task!r}; set '
+                      f'--config.model.task_head={head} (configs: base.qa(c) / base.tag(c) set both)')
+  if config.model.num_labels == 1 or (config.model.num_labels and task not in ('classify', 'tag')):
+    raise ConfigError(f'model.num_labels={config.model.num_labels}: give >= 2 classes (tags) for data.task '
+                      "'classify' or 'tag' (0 = from the data), and 0 for other tasks")
+  if config.optimizer.freeze_all_but_head and task not in ('classify', 'qa', 'tag'):
+    raise ConfigError("optimizer.freeze_all_but_head: only data.task classify, qa and tag have a new head to train")
+  if task == 'qa':
+    _check_qa(config)
+
+
+def _check_qa(config):
+  """Windows must leave room for context tokens beyond the overlap, and answers need a length."""
+  d = config.data
+  room = config.seq_len - d.max_query_len - 3
+  if d.max_query_len < 1 or d.max_answer_len < 1 or d.n_best < 1:
+    raise ConfigError('data.max_query_len, data.max_answer_len and data.n_best must be >= 1')
+  if not 0 <= d.doc_stride < room:
+    raise ConfigError(f'data.doc_stride={d.doc_stride} must be in [0, {room}): seq_len={config.seq_len} minus '
+                      f'data.max_query_len={d.max_query_len} and 3 special tokens leaves {room} context tokens per '
+                      'window; lower data.doc_stride or data.max_query_len, or raise seq_len')
 
 
 def _check_finetune(config):

@@ -8,8 +8,8 @@ from lm.models import heads, layers
 
 class Decoder(nn.Module):
   """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
-  {'logits': float32 [B, T, vocab]}, plus 'class_logits' [B, num_labels] from the last non-pad token when
-  cfg.num_labels > 0.
+  {'logits': float32 [B, T, vocab]}, plus the task head's outputs (heads.task_outputs: 'class_logits' from the
+  last non-pad token, 'start_logits' / 'end_logits', or 'tag_logits').
 
   decode=True runs against a KV cache (the mutable 'cache' collection, see layers.Attention); the batch then also
   holds `attention_mask` [B, 1, T, cache_len] and `positions`, and 'logits' are those of the last slot only,
@@ -30,9 +30,8 @@ class Decoder(nn.Module):
                         kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))(x)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     out = {'logits': logits.astype(jnp.float32)}
-    if cfg.num_labels and not decode:  # jit drops the unused vocabulary projection when only the classifier is trained
-      summary = heads.last_token(x, batch.get('segment_ids'))
-      out['class_logits'] = heads.ClassHead(cfg, name='class_head')(summary, deterministic=not train)
+    if not decode:  # jit drops the unused vocabulary projection when only a task head is trained
+      out.update(heads.task_outputs(cfg, x, lambda: heads.last_token(x, batch.get('segment_ids')), train))
     return out
 
 

@@ -11,8 +11,8 @@ from lm.models import heads, layers
 class Encoder(nn.Module):
   """Takes a batch dict: `inputs`, optional `positions`, `segment_ids` (0 = padding, masked out of attention),
   `token_types`, `mlm_positions` (then the MLM head runs only there). Returns {'mlm_logits' [B, P or T, vocab],
-  'nsp_logits' [B, 2], 'pooled' [B, d], 'hidden' [B, T, d]}, plus 'class_logits' [B, num_labels] when
-  cfg.num_labels > 0."""
+  'nsp_logits' [B, 2], 'pooled' [B, d], 'hidden' [B, T, d]}, plus the task head's outputs (heads.task_outputs:
+  'class_logits' from the pooled [CLS], 'start_logits' / 'end_logits', or 'tag_logits')."""
   cfg: layers.ModelConfig
 
   @nn.compact
@@ -30,8 +30,7 @@ class Encoder(nn.Module):
     nsp_logits = heads.NspHead(cfg, name='nsp_head')(pooled)
     out = {'mlm_logits': mlm_logits.astype(jnp.float32), 'nsp_logits': nsp_logits.astype(jnp.float32),
            'pooled': pooled.astype(jnp.float32), 'hidden': x}
-    if cfg.num_labels:
-      out['class_logits'] = heads.ClassHead(cfg, name='class_head')(pooled, deterministic=not train)
+    out.update(heads.task_outputs(cfg, x, lambda: pooled, train))
     return out
 
 

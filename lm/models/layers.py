@@ -39,6 +39,7 @@ class ModelConfig:
   num_kv_heads: int = 0
   type_vocab_size: int = 0
   num_labels: int = 0
+  task_head: str = 'class'  # the fine-tuning head: 'class' (per sequence), 'span' (QA start/end), 'token' (tags)
   causal: bool = True
   head_dim: int = 0  # per-head size (0 = d_model // num_heads; filled in by __post_init__)
   num_decoder_layers: int = 0  # encoder-decoder: decoder blocks (0 = num_layers)

@@ -17,7 +17,7 @@ import types
 
 # Top-level modules a fine-tune adds to a pretrained network: init_from creates them fresh (anything else missing from
 # the checkpoint is an error), and optimizer.freeze_all_but_head trains only them.
-TASK_HEADS = ('class_head',)
+TASK_HEADS = ('class_head', 'qa_head', 'tag_head')  # heads.TASK_HEAD_NAMES
 DEFAULT = 'gpt'  # config.model.type of the base config
 
 
@@ -42,10 +42,11 @@ class Family:
 
 
 FAMILIES = {f.name: f for f in (
-    Family('gpt', 'lm.models.decoder', causal=True, objectives=('clm', 'classify'),
-           tasks=('pretrain', 'classify', 'sft'), pretrain_examples='packed', class_summary='last'),
-    Family('bert', 'lm.models.encoder', causal=False, objectives=('mlm', 'nsp', 'contrastive', 'classify'),
-           tasks=('pretrain', 'classify'), pretrain_examples='sentence_pairs', class_summary='first',
+    Family('gpt', 'lm.models.decoder', causal=True, objectives=('clm', 'classify', 'span', 'tag'),
+           tasks=('pretrain', 'classify', 'sft', 'qa', 'tag'), pretrain_examples='packed', class_summary='last'),
+    Family('bert', 'lm.models.encoder', causal=False,
+           objectives=('mlm', 'nsp', 'contrastive', 'classify', 'span', 'tag'),
+           tasks=('pretrain', 'classify', 'qa', 'tag'), pretrain_examples='sentence_pairs', class_summary='first',
            fills_masks=True),
     Family('t5', 'lm.models.t5', causal=False, objectives=('seq2seq',), tasks=('pretrain', 'seq2seq'),
            pretrain_examples='span_corruption', class_summary='first', encoder_decoder=True),
