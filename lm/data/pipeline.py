@@ -23,11 +23,13 @@ from lm.data import (
   instructions,
   mixture,
   packing,
+  qa,
   seq2seq,
   sources,
   span_corruption,
   store,
   store_builder,
+  tagging,
   tokenizer as tokenizer_lib,
 )
 from lm.errors import DataError
@@ -35,7 +37,8 @@ from lm.models import registry
 
 # what prepare() returns per split
 Examples = (packing.PackedSequences | bert.SentencePairs | span_corruption.SpanCorruptionExamples
-            | classification.ClassificationExamples | instructions.InstructionExamples | seq2seq.Seq2SeqExamples)
+            | classification.ClassificationExamples | instructions.InstructionExamples | seq2seq.Seq2SeqExamples
+            | qa.QaFeatures | tagging.TagExamples)
 _RANDOM_EXAMPLES = (bert.SentencePairs, span_corruption.SpanCorruptionExamples)  # made by grain's random_map
 
 
@@ -101,6 +104,39 @@ def _prepare_seq2seq(config: ml_collections.ConfigDict):
   return tokenizer, *examples
 
 
+def _prepare_qa(config: ml_collections.ConfigDict):
+  """Question-answering records -> windows of (question, context) tokens; reports windows and cut questions."""
+  train, eval_ = (qa.get_records(config.data, split) for split in ('train', 'eval'))
+  tokenizer = tokenizer_lib.get_tokenizer(config, train.texts())
+  features = [qa.QaFeatures(r, tokenizer, config) for r in (train, eval_)]
+  if jax.process_index() == 0:
+    for name, records, f in zip(('train', 'eval'), (train, eval_), features):
+      print(f'qa {name}: {len(records)} questions in {len(f)} windows of seq_len={config.seq_len}; '
+            f'{f.num_truncated_questions} questions cut to data.max_query_len={config.data.max_query_len}', flush=True)
+  return tokenizer, *features
+
+
+def _prepare_tag(config: ml_collections.ConfigDict):
+  """Tagged sentences -> tokenized examples; fills model.num_labels and data.tag_names from the data when unset
+  (they are saved with the run), and reports sentences cut at seq_len."""
+  train, eval_ = (tagging.get_records(config.data, split) for split in ('train', 'eval'))
+  names = train.tag_names
+  if not config.data.tag_names:
+    config.data.tag_names = ','.join(names)
+  if config.model.num_labels == 0:
+    config.model.num_labels = len(names)
+  elif config.model.num_labels != len(names):
+    raise DataError(f'model.num_labels={config.model.num_labels} but the data has {len(names)} tags '
+                    f'({", ".join(names)}); set --config.model.num_labels={len(names)} (or 0 to take it from the data)')
+  tokenizer = tokenizer_lib.get_tokenizer(config, train.texts())
+  examples = [tagging.TagExamples(r, tokenizer, config) for r in (train, eval_)]
+  if jax.process_index() == 0:
+    for name, e in zip(('train', 'eval'), examples):
+      print(f'tag {name}: {len(e)} sentences, {len(names)} tags; {e.num_truncated} cut at seq_len={config.seq_len}',
+            flush=True)
+  return tokenizer, *examples
+
+
 def _prepare_mixture(config: ml_collections.ConfigDict):
   """Every source of data.mixture in its own store, all with one tokenizer (store_builder.build_all)."""
   names, train, eval_ = [], [], []
@@ -112,11 +148,15 @@ def _prepare_mixture(config: ml_collections.ConfigDict):
   return built.tokenizer, mixture.MixedRows(names, weights, train), mixture.MixedRows(names, weights, eval_)
 
 
+_RECORD_TASKS = {'classify': _prepare_classify, 'sft': _prepare_sft, 'seq2seq': _prepare_seq2seq, 'qa': _prepare_qa,
+                 'tag': _prepare_tag}  # data.task -> its preparation from records (pretraining reads documents)
+
+
 def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer, Examples, Examples]:
   """Returns (tokenizer, train examples, eval examples), tokenizing each split once into the cache.
 
-  data.task 'classify' and 'sft' read labelled / instruction records instead of documents (see
-  `classification` and `instructions`; they tokenize on the fly); 'classify' sets model.num_labels if it is 0.
+  data.task 'classify', 'sft', 'seq2seq', 'qa' and 'tag' read records instead of documents (see `classification`,
+  `instructions`, `seq2seq`, `qa`, `tagging`); 'classify' and 'tag' set model.num_labels if it is 0.
 
   The examples are `packing.PackedSequences` rows, or `bert.SentencePairs` anchors for a family whose
   pretrain_examples is 'sentence_pairs' (the same cached token stream either way).
@@ -124,12 +164,8 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[tokenizer_lib.Tokenizer,
   The token streams come from the config's token store (data.store, else a cache entry; lm/data/store.py),
   built here if it is not complete yet (`python -m lm.prepare` builds a big one ahead, in parallel).
   """
-  if config.data.task == 'classify':
-    return _prepare_classify(config)
-  if config.data.task == 'sft':
-    return _prepare_sft(config)
-  if config.data.task == 'seq2seq':
-    return _prepare_seq2seq(config)
+  if config.data.task in _RECORD_TASKS:
+    return _RECORD_TASKS[config.data.task](config)
   if config.data.mixture:
     return _prepare_mixture(config)
   built = store_builder.build(config)
@@ -191,7 +227,7 @@ def train_iterator(config: ml_collections.ConfigDict, rows: Examples, process_in
   return iter(ds.to_iter_dataset(options))
 
 
-_WEIGHT_KEYS = ('weights', 'example_weight')  # zeroed in the padding examples of a whole-split eval
+_WEIGHT_KEYS = ('weights', 'example_weight', 'tag_weights')  # zeroed in the padding examples of a whole-split eval
 
 
 class _PaddedTo:
