@@ -7,6 +7,8 @@ Every hook has its own cadence and gets a `StepContext` after each step, in the 
   Evaluation        every eval_every_steps and at the end: eval/* over the fixed eval batches
   GenerationEval    with each evaluation (seq2seq, generation_eval_examples > 0): decode a fixed held-out subset,
                     eval/bleu and eval/rouge1, rouge2, rougeLsum against the reference texts
+  TaskEval          with each evaluation (data.task qa or tag): the head's predictions on the eval batches ->
+                    eval/exact_match, eval/f1 (whole questions) or eval/entity_f1, entity_precision, entity_recall
   BestCheckpoint    after each evaluation: <workdir>/best and early stopping (best_metric, early_stopping_patience)
   ForgettingEval    every forgetting_every_steps: init_from's own pretraining objective (eval/pretrain_*)
   Checkpoint        every checkpoint_every_steps, at the end and on an early stop: the orbax checkpoint
@@ -27,7 +29,7 @@ import orbax.checkpoint as ocp
 from lm.config import resume
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import ConfigError, NonFiniteLossError
-from lm.inference import sampling, seq2seq_decoding, text_metrics
+from lm.inference import sampling, seq2seq_decoding, task_eval, text_metrics
 from lm.parallel import sharding
 from lm.store import checkpoint, paths, writers
 from lm.training import preemption, step as step_lib
@@ -201,6 +203,28 @@ class GenerationEval(Hook):
     ctx.busy = True
 
 
+class TaskEval(Hook):
+  """With every evaluation: the QA or tagging head's predictions on the eval batches, scored as the task is
+  (task_eval.scores: SQuAD exact match / F1 over whole questions, or entity precision / recall / F1). Runs after
+  Evaluation, so best_metric may be eval/f1 or eval/entity_f1."""
+
+  def __init__(self, trainer, eval_batches: list, eval_rows):
+    self.config, self.batches, self.rows = trainer.config, eval_batches, eval_rows
+    self.p_predict = task_eval.predict_fn(trainer.model, trainer.config)
+
+  def after_step(self, trainer, ctx: StepContext) -> None:
+    if ctx.eval_metrics is None:
+      return
+    with jax.set_mesh(trainer.mesh):
+      outputs = task_eval.collect(self.p_predict, trainer.state.params, self.batches, len(self.rows))
+    scores = {f'eval/{k}': v for k, v in task_eval.scores(self.config, self.rows, outputs).items()}
+    trainer.writer.write_scalars(ctx.step, scores)
+    _print_metrics(self.config.data.task, ctx.step, scores)
+    ctx.eval_metrics.update(scores)
+    ctx.summary.update(scores)
+    ctx.busy = True
+
+
 def lower_is_better(metric: str) -> bool:
   """Loss and perplexity metrics improve downwards, the rest (accuracy, f1, ...) upwards."""
   return 'loss' in metric or 'perplexity' in metric
@@ -353,6 +377,8 @@ def default_hooks(trainer, eval_batches: list, sample_prompts: list[str], eval_r
   hooks = [Preemption(), TrainLog(config), Evaluation(config, trainer.p_eval, eval_batches)]
   if config.data.task == 'seq2seq' and config.generation_eval_examples:
     hooks.append(GenerationEval(config, eval_rows))
+  if config.data.task in task_eval.TASKS:
+    hooks.append(TaskEval(trainer, eval_batches[''], eval_rows))
   if config.best_metric:
     hooks.append(BestCheckpoint(trainer.workdir, config, trainer.start_step))
   if config.forgetting_every_steps and config.init_from and converted(config.init_from):
