@@ -300,3 +300,73 @@ def test_library_round_trip_gives_back_every_tensor(name, hf_dirs, tmp_path):
   for key, value in exported.items():
     np.testing.assert_array_equal(value, original[key], err_msg=key)
   assert set(exported) <= set(original)
+
+
+TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC']
+TASK_CLASSES = [pytest.param(name, marks=() if name == 'BertForQuestionAnswering' else pytest.mark.slow) for name in (
+    'BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForQuestionAnswering',
+    'GPT2ForTokenClassification', 'LlamaForQuestionAnswering', 'LlamaForTokenClassification')]
+
+
+def _task_model(name: str, directory) -> tuple:
+  """A tiny random HF task model (token classifiers labelled with TAGS) saved with its tokenizer."""
+  fast = transformers.PreTrainedTokenizerFast
+  torch.manual_seed(0)
+  if name.startswith('Bert'):
+    tok = _wordpiece()
+    tokenizer = fast(tokenizer_object=tok, pad_token='[PAD]', unk_token='[UNK]', cls_token='[CLS]', sep_token='[SEP]',
+                     mask_token='[MASK]')
+    config = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+  elif name.startswith('GPT2'):
+    tok = _bpe(['<|endoftext|>'])
+    tokenizer = fast(tokenizer_object=tok, eos_token='<|endoftext|>', bos_token='<|endoftext|>')
+    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                                     bos_token_id=0, eos_token_id=0)
+  else:
+    tok = _bpe(['<unk>', '<s>', '</s>'], bos='<s>')
+    tokenizer = fast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>', unk_token='<unk>')
+    config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
+  if name.endswith('TokenClassification'):
+    config.id2label, config.label2id = dict(enumerate(TAGS)), {t: i for i, t in enumerate(TAGS)}
+  model = getattr(transformers, name)(config).eval()
+  return model, _save(model, tokenizer, directory)
+
+
+@pytest.mark.parametrize('name', TASK_CLASSES)
+def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_path):
+  """QA (qa_outputs) and token-classification (classifier / score) heads: start/end or per-token logits within
+  1e-4 of transformers' after from_hf, the workdir set up for lm.answer / lm.tag, and to_hf gives back every
+  tensor of the file (the base model's pretraining heads, which these classes lack, are neither read nor written)."""
+  import jax.numpy as jnp
+  from safetensors.numpy import load_file
+
+  from lm.hf import convert
+  from lm.store import workdir
+  model, directory = _task_model(name, tmp_path / 'hf')
+  assert convert.from_hf(directory, str(tmp_path / 'wd'))['architecture'] == name
+  run = workdir.load(str(tmp_path / 'wd'))
+  ids = list(range(5, 25))
+  batch = {'inputs': jnp.asarray([ids]), 'segment_ids': jnp.ones((1, len(ids)), jnp.int32),
+           'token_types': jnp.zeros((1, len(ids)), jnp.int32)}
+  ours = run.model.apply({'params': run.params}, batch)
+  with torch.no_grad():
+    theirs = model(torch.tensor([ids]))
+  if name.endswith('QuestionAnswering'):
+    assert run.config.data.task == 'qa'
+    pairs = [(ours['start_logits'], theirs.start_logits), (ours['end_logits'], theirs.end_logits)]
+  else:
+    assert run.config.data.task == 'tag' and run.config.data.tag_names == ','.join(TAGS)
+    pairs = [(ours['tag_logits'], theirs.logits)]
+  for mine, reference in pairs:
+    np.testing.assert_allclose(np.asarray(mine[0]), reference[0].numpy(), atol=1e-4)
+  assert convert.to_hf(str(tmp_path / 'wd'), str(tmp_path / 'out'))['architecture'] == name
+  original, exported = (load_file(os.path.join(d, 'model.safetensors')) for d in (directory, tmp_path / 'out'))
+  assert set(exported) == set(original)
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+  exported_config = json.load(open(tmp_path / 'out' / 'config.json'))
+  if name.endswith('TokenClassification'):
+    assert exported_config['id2label'] == {str(i): t for i, t in enumerate(TAGS)}

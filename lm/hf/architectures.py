@@ -8,7 +8,7 @@ import types
 from typing import NamedTuple
 
 from lm.errors import ConfigError
-from lm.hf import bert, gpt2, llama, t5
+from lm.hf import bert, gpt2, heads, llama, t5
 from lm.models import registry
 
 
@@ -24,22 +24,31 @@ ARCHITECTURES = {
     'BertForMaskedLM': Architecture(bert, _BERT_HEADS),
     'BertModel': Architecture(bert, ('position_ids',)),
     'BertForSequenceClassification': Architecture(bert, ('position_ids',)),
+    'BertForQuestionAnswering': Architecture(bert, ('position_ids',)),
+    'BertForTokenClassification': Architecture(bert, ('position_ids',)),
+    'GPT2ForQuestionAnswering': Architecture(gpt2, gpt2.IGNORED),
+    'GPT2ForTokenClassification': Architecture(gpt2, gpt2.IGNORED),
     'LlamaForCausalLM': Architecture(llama, llama.IGNORED),
+    'LlamaForQuestionAnswering': Architecture(llama, llama.IGNORED),
+    'LlamaForTokenClassification': Architecture(llama, llama.IGNORED),
     'T5ForConditionalGeneration': Architecture(t5, t5.IGNORED),
 }
 
 
 def export_architecture(model_cfg) -> str:
-  """The HF architecture an lm model exports to (encoders: BertForPreTraining, or BertForSequenceClassification with
-  a classifier; decoders: GPT2LMHeadModel or LlamaForCausalLM by their layout; encoder-decoders:
-  T5ForConditionalGeneration); ConfigError when it fits none."""
+  """The HF architecture an lm model exports to: encoders BertForPreTraining, decoders GPT2LMHeadModel or
+  LlamaForCausalLM by their layout, or the `<Model>For<Task>` class of a task head (hf/heads.py); encoder-decoders
+  T5ForConditionalGeneration. ConfigError when it fits none."""
   m = model_cfg
   if registry.get(m.type).encoder_decoder:
     arch = 'T5ForConditionalGeneration'
-  elif not registry.get(m.type).causal:
-    arch = 'BertForSequenceClassification' if m.num_labels else 'BertForPreTraining'
   else:
-    arch = 'LlamaForCausalLM' if m.norm_type == 'rmsnorm' else 'GPT2LMHeadModel'
+    name, language_model = (('Bert', 'BertForPreTraining') if not registry.get(m.type).causal else
+                            ('Llama', 'LlamaForCausalLM') if m.norm_type == 'rmsnorm' else ('GPT2', 'GPT2LMHeadModel'))
+    arch = heads.architecture(name, m) or language_model
+    if arch not in ARCHITECTURES:
+      raise ConfigError(f'model.task_head={m.task_head!r} on a {name} layout: lm has no {arch} export; exportable task '
+                        f'heads: {sorted(a for a in ARCHITECTURES if heads.task_head(a))}')
   if not ARCHITECTURES[arch].layout.fits(m):
     raise ConfigError(f'this model (norm={m.norm}, norm_type={m.norm_type}, activation={m.activation}, '
                       f'position={m.position}, use_bias={m.use_bias}, tie_embeddings={m.tie_embeddings}, '

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from lm.config import base, validation
 from lm.data import hf_tokenizer
 from lm.errors import ConfigError, UsageError
-from lm.hf import architectures, safetensors_io
+from lm.hf import architectures, heads, safetensors_io
 from lm.models import registry
 from lm.parallel import sharding
 from lm.store import checkpoint, workdir as workdir_lib
@@ -42,7 +42,24 @@ def lm_config(hf: dict, arch: str, dtype: str):
   config.model.update(dropout=0.0, dtype=dtype, param_dtype=dtype, scan_layers=False)
   config.seq_len = min(config.seq_len, config.model.max_len)
   config.data.max_predictions_per_seq = min(config.data.max_predictions_per_seq, config.seq_len)
+  _set_task(config, hf)
   return config
+
+
+def _set_task(config, hf: dict) -> None:
+  """The data.task and objective of a converted task class, so its workdir serves lm.answer / lm.tag and fine-tunes
+  as that task (the tag names of a token classifier from its id2label)."""
+  head = config.model.task_head
+  if head == 'span':
+    base.qa(config)
+    d = config.data  # windows that fit a short max_len: the question in half, half the rest as overlap
+    d.max_query_len = min(d.max_query_len, config.seq_len // 2)
+    d.doc_stride = min(d.doc_stride, (config.seq_len - d.max_query_len - 3) // 2)
+  elif head == 'token' and config.model.num_labels:
+    base.tag(config)
+    config.data.tag_names = heads.tag_names(hf)
+  elif config.model.num_labels:
+    base.classify(config)
 
 
 def map_tensors(tensors: dict, rules: list, ignored: tuple, shapes: dict, where: str) -> tuple[dict, list]:
@@ -81,6 +98,8 @@ def from_hf(hf_dir: str, workdir: str, dtype: str = 'float32') -> dict:
   architecture = architectures.ARCHITECTURES[arch]
   mapped, fresh = map_tensors(tensors, architecture.layout.tensor_rules(config.model, list(tensors)),
                               architecture.ignored, {k: v.shape for k, v in flat.items()}, hf_dir)
+  if heads.task_head(arch):  # the base model's pretraining heads are not in a task class: kept at their init
+    fresh += sorted(k for k in flat if k not in mapped and k.startswith(heads.pretraining_heads(config.model)))
   missing = sorted(set(flat) - set(mapped) - set(fresh))
   if missing:
     raise ConfigError(f'{hf_dir}: no tensor maps to {missing[0]}; lm cannot convert this {arch}')
@@ -110,15 +129,15 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   run = workdir_lib.load(workdir, step)
   arch = architectures.export_architecture(run.config.model)
   layout = architectures.ARCHITECTURES[arch].layout
-  hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32'}
+  hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32',
+            **heads.label_config(run.config.model, run.config.data.tag_names)}
   if hasattr(layout, 'token_ids'):  # the special ids generation reads from config.json
     hf_cfg.update(layout.token_ids(run.tokenizer))
   flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
                      for k, v in checkpoint.flatten(run.params).items()})
-  rules = layout.tensor_rules(run.config.model)
-  if arch == 'BertForSequenceClassification':  # that class has no MLM / NSP heads
-    rules = [r for r in rules if not r.hf.startswith('cls.')]
-  tensors = _export_tensors(flat, rules, workdir)
+  if heads.task_head(arch):  # a task class has no place for the base model's pretraining heads
+    flat = {k: v for k, v in flat.items() if not k.startswith(heads.pretraining_heads(run.config.model))}
+  tensors = _export_tensors(flat, layout.tensor_rules(run.config.model), workdir)
   os.makedirs(hf_dir, exist_ok=True)
   with open(os.path.join(hf_dir, 'config.json'), 'w') as f:
     json.dump(hf_cfg, f, indent=2, sort_keys=True)

@@ -3,9 +3,10 @@ weights are already [in, out]; its fused c_attn splits into query, key and value
 import numpy as np
 
 from lm.errors import ConfigError
-from lm.hf import rules
+from lm.hf import heads, rules
 
 IGNORED = ('.attn.bias', '.attn.masked_bias', 'lm_head.weight')  # buffers and the tied head copy, when importing
+_HEAD_TENSORS = {'span': 'qa_outputs', 'token': 'classifier'}
 
 
 def preset(config):
@@ -25,7 +26,7 @@ def model_keys(hf: dict) -> dict:
   if hf.get('activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh', 'gelu_fast'):
     raise ConfigError(f'GPT-2 activation_function={hf["activation_function"]!r}: lm supports the tanh GELU only')
   d = hf['n_embd']
-  return {'num_layers': hf['n_layer'], 'num_heads': hf['n_head'], 'd_model': d,
+  return {**heads.task_keys(hf), 'num_layers': hf['n_layer'], 'num_heads': hf['n_head'], 'd_model': d,
           'd_ff': hf.get('n_inner') or 4 * d, 'vocab_size': hf['vocab_size'], 'max_len': hf['n_positions'],
           'layer_norm_eps': hf.get('layer_norm_epsilon', 1e-5), 'activation': 'gelu_tanh', 'norm': 'pre',
           'position': 'learned', 'tie_embeddings': True}
@@ -33,7 +34,8 @@ def model_keys(hf: dict) -> dict:
 
 def hf_config(m) -> dict:
   """The HF config.json of an lm config.model."""
-  return {'architectures': ['GPT2LMHeadModel'], 'model_type': 'gpt2', 'n_layer': m.num_layers, 'n_head': m.num_heads,
+  return {'architectures': [heads.architecture('GPT2', m) or 'GPT2LMHeadModel'], 'model_type': 'gpt2',
+          'n_layer': m.num_layers, 'n_head': m.num_heads,
           'n_embd': m.d_model, 'n_inner': m.d_ff, 'vocab_size': m.vocab_size, 'n_positions': m.max_len,
           'n_ctx': m.max_len, 'layer_norm_epsilon': m.layer_norm_eps, 'activation_function': 'gelu_new',
           'tie_word_embeddings': True, 'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0}
@@ -62,7 +64,7 @@ def _rules(m, prefix: str) -> list[rules.Rule]:
             rules.one(f'{p}.mlp.c_fc.bias', f'{o}/mlp/fc_in/bias'),
             rules.one(f'{p}.mlp.c_proj.weight', f'{o}/mlp/fc_out/kernel'),
             rules.one(f'{p}.mlp.c_proj.bias', f'{o}/mlp/fc_out/bias')]
-  return out
+  return out + heads.head_rules(m, _HEAD_TENSORS)
 
 
 def tensor_rules(m, names=()) -> list[rules.Rule]:
