@@ -14,6 +14,8 @@ CASES = [
     ('lm.generate', ['--workdir={missing}'], 'give --prompt=TEXT (repeatable) or --prompt_file=FILE'),
     ('lm.evaluate', ['--workdir={missing}', '--text_file={missing}/notes.txt'], 'notes.txt: no such file'),
     ('lm.fill_mask', ['--workdir={missing}', '--text=[MASK]'], '--workdir={missing}: no config.json there'),
+    ('lm.answer', ['--workdir={missing}', '--question=q', '--context=c'], '--workdir={missing}: no config.json there'),
+    ('lm.tag', ['--workdir={missing}', '--text=a b'], '--workdir={missing}: no config.json there'),
     ('lm.convert', ['from_hf', '--hf_dir={missing}', '--workdir={missing}/out'], 'no config.json there'),
     ('lm.bench', ['--config=configs/bert_tiny.py:test', '--mode=decode'], "model.type='bert' does not generate text"),
     ('lm.aot', ['--config=configs/gpt_tiny.py:test', '--topology=v9x-8'], '--topology=v9x-8'),

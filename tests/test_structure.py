@@ -8,8 +8,8 @@ import tomllib
 from runs import REPO
 
 LM = os.path.join(REPO, 'lm')
-COMMANDS = {'lm.main', 'lm.generate', 'lm.evaluate', 'lm.fill_mask', 'lm.convert', 'lm.bench', 'lm.aot', 'lm.prepare',
-            'lm.cli'}
+COMMANDS = {'lm.main', 'lm.generate', 'lm.evaluate', 'lm.fill_mask', 'lm.answer', 'lm.tag', 'lm.convert', 'lm.bench',
+            'lm.aot', 'lm.prepare', 'lm.cli'}
 # Families' own modules (model side and Hugging Face side) and the registry: the only places that name a family.
 FAMILY_MODULES = {'lm/models/registry.py', 'lm/models/decoder.py', 'lm/models/encoder.py', 'lm/models/t5.py',
                   'lm/hf/bert.py', 'lm/hf/gpt2.py', 'lm/hf/llama.py', 'lm/hf/t5.py'}
