@@ -25,10 +25,8 @@ def main(argv):
   cli.quiet_logs()
   from lm.errors import LmError
   from lm.inference import task_eval
-  from lm.store import workdir
   try:
-    run = workdir.load(_WORKDIR.value, _STEP.value, best=_BEST.value)
-    task_eval.check_task(run, 'qa', _WORKDIR.value)
+    run = task_eval.load_run(_WORKDIR.value, 'qa', _STEP.value, _BEST.value)
     found = task_eval.answer(run, _QUESTION.value, _CONTEXT.value)
   except LmError as e:
     cli.fail(e)

@@ -23,10 +23,8 @@ def main(argv):
   cli.quiet_logs()
   from lm.errors import LmError
   from lm.inference import task_eval
-  from lm.store import workdir
   try:
-    run = workdir.load(_WORKDIR.value, _STEP.value, best=_BEST.value)
-    task_eval.check_task(run, 'tag', _WORKDIR.value)
+    run = task_eval.load_run(_WORKDIR.value, 'tag', _STEP.value, _BEST.value)
     words = task_eval.split_words(_TEXT.value, _SPLIT.value)
     tags = task_eval.tag(run, words)
   except LmError as e:

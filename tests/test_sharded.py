@@ -44,6 +44,22 @@ def run_steps(config, mesh_shape, batches, **rules):
   return losses, state
 
 
+def run_sharded_like_one_device(config, workdir: str, mesh_shape=(2, 2, 2)):
+  """Trains `config` through the loop on `mesh_shape` (losses logged every step), checks its losses against
+  run_steps of the same batches on one device; returns (metrics rows, train examples, eval examples)."""
+  from lm.store import writers
+  from lm.training import loop
+  config.log_every_steps = 1
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  loop.run(config, workdir)
+  rows = writers.read_rows(workdir)
+  _, train_rows, eval_rows = pipeline.prepare(config)  # the same tokenizer and examples: cached
+  iterator = pipeline.train_iterator(config, train_rows, 0, 1)
+  reference = run_steps(config, (1, 1, 1), [next(iterator) for _ in range(config.num_train_steps)])[0]
+  np.testing.assert_allclose([r['train/loss'] for r in rows if 'train/loss' in r], reference, rtol=1e-4)
+  return rows, train_rows, eval_rows
+
+
 @pytest.fixture(scope='module')
 def batches(tiny_config, tiny_data):
   iterator = pipeline.train_iterator(tiny_config, tiny_data[1], 0, 1)

@@ -87,12 +87,16 @@ def scores(config, rows, outputs: dict) -> dict[str, float]:
   return tag_scores(rows, outputs)
 
 
-def check_task(run, task: str, workdir: str) -> None:
-  """UsageError unless the run was trained for data.task `task` ('qa' or 'tag')."""
+def load_run(workdir: str, task: str, step: int | None = None, best: bool = False):
+  """The run in `workdir` (store/workdir.load), which must have been trained for data.task `task` ('qa' or
+  'tag'); UsageError naming the command otherwise."""
+  from lm.store import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  run = workdir_lib.load(workdir, step, best=best)
   if run.config.data.task != task:
     command = {'qa': 'lm.answer', 'tag': 'lm.tag'}[task]
     raise UsageError(f'--workdir={workdir}: a data.task={run.config.data.task!r} run; {command} needs a '
                      f'data.task={task!r} run (base.{task}(c) in its config)')
+  return run
 
 
 def _run_outputs(run, rows) -> dict[str, np.ndarray]:
