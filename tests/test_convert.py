@@ -303,9 +303,8 @@ def test_library_round_trip_gives_back_every_tensor(name, hf_dirs, tmp_path):
 
 
 TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC']
-TASK_CLASSES = [pytest.param(name, marks=() if name == 'BertForQuestionAnswering' else pytest.mark.slow) for name in (
-    'BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForQuestionAnswering',
-    'GPT2ForTokenClassification', 'LlamaForQuestionAnswering', 'LlamaForTokenClassification')]
+TASK_CLASSES = ('BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForQuestionAnswering',
+                'GPT2ForTokenClassification', 'LlamaForQuestionAnswering', 'LlamaForTokenClassification')
 
 
 def _task_model(name: str, directory) -> tuple:
@@ -335,6 +334,7 @@ def _task_model(name: str, directory) -> tuple:
   return model, _save(model, tokenizer, directory)
 
 
+@pytest.mark.slow  # ~8 s each: convert, load, export (the fast tier keeps the plain round trips above)
 @pytest.mark.parametrize('name', TASK_CLASSES)
 def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_path):
   """QA (qa_outputs) and token-classification (classifier / score) heads: start/end or per-token logits within
