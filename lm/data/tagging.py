@@ -224,15 +224,16 @@ def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
                                                    *[' '.join(w) for w in words[:1000]]))
 
 
-def most_frequent_tag_baseline(train: Records, words: Sequence[str]) -> list[str]:
-  """The trivial tagger the demo is measured against: each word's most frequent tag in `train` ('O' if unseen)."""
+def most_frequent_tag_baseline(train: Records):
+  """The trivial tagger the demo is measured against: a function words -> tags giving each word its most frequent
+  tag in `train` ('O' if unseen)."""
   counts: dict[str, dict[int, int]] = {}
   for sentence, tags in zip(train.words, train.tags):
     for word, tag in zip(sentence, tags):
       counts.setdefault(word, {}).setdefault(tag, 0)
       counts[word][tag] += 1
-  best = {word: max(c, key=lambda t: (c[t], -t)) for word, c in counts.items()}
-  return [train.tag_names[best[w]] if w in best else 'O' for w in words]
+  best = {word: train.tag_names[max(c, key=lambda t: (c[t], -t))] for word, c in counts.items()}
+  return lambda words: [best.get(w, 'O') for w in words]
 
 
 def get_records(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
