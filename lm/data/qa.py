@@ -227,22 +227,23 @@ def get_records(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
 # ---------------------------------------------------------------------------------------------------------- windows
 
 
-def answer_tokens(spans: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
-  """(first, last) index of the tokens whose character spans cover [start, end), or None when a window (its
+def answer_tokens(spans: np.ndarray, start: int, end: int) -> tuple[int, int] | None:
+  """(first, last) index of the tokens whose character spans [n, 2] cover [start, end), or None when a window (its
   context tokens' `spans`) does not hold all of it."""
-  if not spans or start < spans[0][0] or end > spans[-1][1]:
+  if not len(spans) or start < spans[0, 0] or end > spans[-1, 1]:
     return None
-  first = next(i for i, (_, e) in enumerate(spans) if e > start)
-  last = max((i for i, (s, e) in enumerate(spans) if s < end and e > s), default=-1)
+  first = int(np.argmax(spans[:, 1] > start))
+  covering = np.flatnonzero((spans[:, 0] < end) & (spans[:, 1] > spans[:, 0]))
+  last = int(covering[-1]) if len(covering) else -1
   return (first, last) if first <= last else None
 
 
 @dataclasses.dataclass(frozen=True)
 class _Window:
   example: int  # index of its QaRecord
-  ids: list[int]  # the whole input, special tokens included
+  ids: np.ndarray  # int32: the whole input, special tokens included
   context_start: int  # position of its first context token
-  spans: list[tuple[int, int]]  # character spans of its context tokens
+  spans: np.ndarray  # int32 [n, 2]: character spans of its context tokens
   answer: tuple[int, int]  # start and end positions (NULL_POSITION twice: not in this window)
 
 
@@ -264,13 +265,14 @@ class QaFeatures(Sequence):
   def __init__(self, records: Records, tokenizer: tokenizer_lib.Tokenizer, config: ml_collections.ConfigDict):
     self.records, self.seq_len = records, config.seq_len
     self._bert = registry.get(config.model.type).class_summary == 'first'
-    self._types, self._pad = self._bert, tokenizer.pad_id
+    self._pad = tokenizer.pad_id
     self.num_truncated_questions = 0
     self._windows: list[_Window] = []
     tokenized = {}
     for index, record in enumerate(records):
       if record.context not in tokenized:
-        tokenized[record.context] = tokenizer.encode_with_offsets(record.context)
+        ids, spans = tokenizer.encode_with_offsets(record.context)
+        tokenized[record.context] = (ids, np.asarray(spans, np.int32).reshape(-1, 2))
       self._windows += self._cut(index, record, tokenizer, *tokenized[record.context], config.data)
 
   def _cut(self, index: int, record: QaRecord, tok, context_ids, spans, data_cfg) -> list[_Window]:
@@ -287,7 +289,8 @@ class QaFeatures(Sequence):
       found = answer_tokens(spans[begin:end], *answer) if answer else None
       position = (len(head) + found[0], len(head) + found[1]) if found else (NULL_POSITION, NULL_POSITION)
       tail = [tok.sep_id] if self._bert else [tok.eos_id]
-      windows.append(_Window(index, head + context_ids[begin:end] + tail, len(head), spans[begin:end], position))
+      ids = np.asarray(head + context_ids[begin:end] + tail, np.int32)
+      windows.append(_Window(index, ids, len(head), spans[begin:end], position))
       if end >= len(context_ids):
         return windows
       begin = end - data_cfg.doc_stride
@@ -303,19 +306,18 @@ class QaFeatures(Sequence):
     """int32 [seq_len, 2]: the character span of each context token of window i in its context, -1 elsewhere."""
     window = self._windows[i]
     out = np.full((self.seq_len, 2), -1, np.int32)
-    out[window.context_start:window.context_start + len(window.spans)] = np.asarray(window.spans, np.int32) \
-        .reshape(-1, 2)
+    out[window.context_start:window.context_start + len(window.spans)] = window.spans
     return out
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     window = self._windows[i]
-    pad = self.seq_len - len(window.ids)
-    example = {'inputs': np.asarray(window.ids + [self._pad] * pad, np.int32),
-               'segment_ids': np.asarray([1] * len(window.ids) + [0] * pad, np.int32),
+    n = len(window.ids)
+    example = {'inputs': np.pad(window.ids, (0, self.seq_len - n), constant_values=self._pad),
+               'segment_ids': (np.arange(self.seq_len) < n).astype(np.int32),
                'start_positions': np.asarray(window.answer[0], np.int32),
                'end_positions': np.asarray(window.answer[1], np.int32),
                'example_weight': np.asarray(1.0, np.float32), 'row': np.asarray(i, np.int32)}
-    if self._types:
-      types = [0] * window.context_start + [1] * (len(window.ids) - window.context_start) + [0] * pad
-      example['token_types'] = np.asarray(types, np.int32)
+    if self._bert:
+      positions = np.arange(self.seq_len)
+      example['token_types'] = ((positions >= window.context_start) & (positions < n)).astype(np.int32)
     return example
