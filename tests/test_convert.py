@@ -362,6 +362,13 @@ def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_
     pairs = [(ours['tag_logits'], theirs.logits)]
   for mine, reference in pairs:
     np.testing.assert_allclose(np.asarray(mine[0]), reference[0].numpy(), atol=1e-4)
+  from lm.inference import task_eval  # lm.answer's / lm.tag's library on the converted workdir
+  if name.endswith('QuestionAnswering'):
+    context = 'return obj, end = self.raw_decode(s, idx) ' * 20  # several windows of a 128-token model
+    found = task_eval.answer(run, 'what does it return?', context)
+    assert found.text == context[found.start:found.start + len(found.text)].strip()
+  else:
+    assert set(task_eval.tag(run, ['obj', 'end', 'return'])) <= set(TAGS)
   assert convert.to_hf(str(tmp_path / 'wd'), str(tmp_path / 'out'))['architecture'] == name
   original, exported = (load_file(os.path.join(d, 'model.safetensors')) for d in (directory, tmp_path / 'out'))
   assert set(exported) == set(original)
