@@ -6,7 +6,7 @@ return?" from a context of standard-library docstrings (lm/data/qa.py, `docstrin
   python -m lm.answer --workdir=workdirs/bert_tiny_qa --best --question="What does json.dumps return?" \
       --context="json.dumps: Serialize obj to a JSON formatted str."
 
-A context is the first docstring paragraphs of 4 consecutive documented functions of one module, one line each;
+A context is the first docstring paragraphs of 4 consecutive documented functions of one module, one bullet each;
 each function whose docstring starts 'Return(s) <answer>.' is asked about, <answer> being the gold span. Held out:
 the questions of 20% of the files. Every evaluation answers all held-out questions (SQuAD's post-processing over
 each question's windows) and reports eval/exact_match and eval/f1, keeping the best checkpoint by eval/f1. The
@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   c.data.eval_fraction = 0.2  # of the standard-library files
   c.data.max_query_len = 32  # 'What does <module.Class.method> return?' fits
   c.data.doc_stride = 32  # windows of 128 tokens overlap by this much
-  c.num_train_steps = 600
+  c.num_train_steps = 400
   c.batch_size = 32
   c.eval_every_steps = 200
   c.checkpoint_every_steps = 200

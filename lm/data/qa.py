@@ -169,7 +169,7 @@ def _contexts(module: str, functions: list[tuple[str, str]]):
   for first in range(0, len(kept), DEMO_FUNCTIONS_PER_CONTEXT):
     context, asked = '', []
     for name, paragraph in kept[first:first + DEMO_FUNCTIONS_PER_CONTEXT]:
-      line = f'{module}.{name}: {paragraph}'
+      line = f'* {module}.{name}: {paragraph}'  # a space before the name, as in the question: the same pieces
       match = _RETURNS.match(seq2seq.first_sentence(paragraph))
       if match:
         start = len(context) + len(line) - len(paragraph) + match.start('answer')
@@ -182,8 +182,8 @@ def _contexts(module: str, functions: list[tuple[str, str]]):
 @functools.lru_cache(maxsize=2)
 def docstring_questions(eval_fraction: float) -> dict[str, tuple[QaRecord, ...]]:
   """{'train'|'eval': records} of the offline demo. Each context is the first docstring paragraphs of
-  DEMO_FUNCTIONS_PER_CONTEXT consecutive documented public functions of a standard-library module, one line each
-  ('json.dumps: Serialize ``obj`` to a JSON formatted ``str``. ...'); every function of it whose first sentence is
+  DEMO_FUNCTIONS_PER_CONTEXT consecutive documented functions of a standard-library module, one bullet each
+  ('* json.dumps: Serialize ``obj`` to a JSON formatted ``str``. ...'); every function of it whose first sentence is
   'Return(s) <answer>.' gives the question 'What does <module.function> return?' with <answer> as the gold span.
   A file's questions go to eval iff sources.is_eval_document(its path, eval_fraction). Cached per process (parsing
   the standard library takes seconds)."""
