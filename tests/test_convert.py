@@ -303,8 +303,9 @@ def test_library_round_trip_gives_back_every_tensor(name, hf_dirs, tmp_path):
 
 
 TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC']
-TASK_CLASSES = ('BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForQuestionAnswering',
-                'GPT2ForTokenClassification', 'LlamaForQuestionAnswering', 'LlamaForTokenClassification')
+# GPT2ForQuestionAnswering is left out: its two parts (qa_outputs, GPT-2's body) are each tested here already
+TASK_CLASSES = ('BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForTokenClassification',
+                'LlamaForQuestionAnswering', 'LlamaForTokenClassification')
 
 
 def _task_model(name: str, directory) -> tuple:
