@@ -103,6 +103,7 @@ def test_jsonl_records_and_their_errors(tmp_path):
     qa.get_records(config, 'train')
 
 
+@pytest.mark.slow  # the fast tier is at its limit
 def test_tfds_squad_v2_with_mock_data():
   import tensorflow_datasets as tfds
   config = _config(64, 16).data

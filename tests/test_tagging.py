@@ -108,6 +108,7 @@ def _mock_source(builder, split, *args, **kwargs):  # patched in as DatasetBuild
   return _MockSentences(builder, split)
 
 
+@pytest.mark.slow  # the fast tier is at its limit
 def test_tfds_conll2003_with_mock_data():
   import tensorflow_datasets as tfds
   config = _data_config('')
