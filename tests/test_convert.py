@@ -304,7 +304,8 @@ def test_library_round_trip_gives_back_every_tensor(name, hf_dirs, tmp_path):
 
 TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC']
 # GPT2ForQuestionAnswering is left out: its two parts (qa_outputs, GPT-2's body) are each tested here already
-TASK_CLASSES = ('BertForQuestionAnswering', 'BertForTokenClassification', 'GPT2ForTokenClassification',
+TASK_CLASSES = ('BertForSequenceClassification', 'BertForQuestionAnswering', 'BertForTokenClassification',
+                'GPT2ForTokenClassification',
                 'LlamaForQuestionAnswering', 'LlamaForTokenClassification')
 
 
@@ -331,6 +332,8 @@ def _task_model(name: str, directory) -> tuple:
                                       max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
   if name.endswith('TokenClassification'):
     config.id2label, config.label2id = dict(enumerate(TAGS)), {t: i for i, t in enumerate(TAGS)}
+  if name.endswith('SequenceClassification'):
+    config.num_labels = 3
   model = getattr(transformers, name)(config).eval()
   return model, _save(model, tokenizer, directory)
 
@@ -338,7 +341,8 @@ def _task_model(name: str, directory) -> tuple:
 @pytest.mark.slow  # ~8 s each: convert, load, export (the fast tier keeps the plain round trips above)
 @pytest.mark.parametrize('name', TASK_CLASSES)
 def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_path):
-  """QA (qa_outputs) and token-classification (classifier / score) heads: start/end or per-token logits within
+  """QA (qa_outputs), token- and sequence-classification (classifier / score) heads: start/end, per-token or
+  per-sequence logits within
   1e-4 of transformers' after from_hf, the workdir set up for lm.answer / lm.tag, and to_hf gives back every
   tensor of the file (the base model's pretraining heads, which these classes lack, are neither read nor written)."""
   import jax.numpy as jnp
@@ -358,6 +362,9 @@ def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_
   if name.endswith('QuestionAnswering'):
     assert run.config.data.task == 'qa'
     pairs = [(ours['start_logits'], theirs.start_logits), (ours['end_logits'], theirs.end_logits)]
+  elif name.endswith('SequenceClassification'):  # before issue 18 its import failed validation (num_labels)
+    assert run.config.data.task == 'classify'
+    pairs = [(ours['class_logits'], theirs.logits)]
   else:
     assert run.config.data.task == 'tag' and run.config.data.tag_names == ','.join(TAGS)
     pairs = [(ours['tag_logits'], theirs.logits)]
@@ -368,7 +375,7 @@ def test_task_head_classes_convert_with_their_logits_and_back_exactly(name, tmp_
     context = 'return obj, end = self.raw_decode(s, idx) ' * 20  # several windows of a 128-token model
     found = task_eval.answer(run, 'what does it return?', context)
     assert found.text == context[found.start:found.start + len(found.text)].strip()
-  else:
+  elif name.endswith('TokenClassification'):
     assert set(task_eval.tag(run, ['obj', 'end', 'return'])) <= set(TAGS)
   assert convert.to_hf(str(tmp_path / 'wd'), str(tmp_path / 'out'))['architecture'] == name
   original, exported = (load_file(os.path.join(d, 'model.safetensors')) for d in (directory, tmp_path / 'out'))
