@@ -20,7 +20,9 @@ def fail(error, status: int | None = None):
 
 
 def loaded_config(config_flag):
-  """(config, config file path) of a DEFINE_config_file flag; exits 2 with one line if the file failed to load."""
+  """(config, config file path) of a DEFINE_config_file flag, with init_from's architecture adopted
+  (config/inherit.py: model keys not given on the command line come from that run); exits 2 with one line if the
+  file failed to load or an override contradicts init_from."""
   path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
   config = config_flag.value
   try:
@@ -29,6 +31,14 @@ def loaded_config(config_flag):
     print(f'error: --config={path}: no such file or it failed to import; give a config file such as '
           'configs/gpt_tiny.py that defines get_config()', file=sys.stderr)
     sys.exit(2)
+  from lm.config import inherit
+  from lm.errors import LmError
+  try:
+    changed = inherit.adopt_pretrained(config, config_flags.get_override_values(flags.FLAGS[config_flag.name]))
+  except LmError as e:
+    fail(e)
+  if changed:
+    print(inherit.describe(changed, config.init_from), flush=True)
   return config, path
 
 

@@ -158,7 +158,7 @@ def test_init_from_must_be_a_workdir_of_the_same_family(tmp_path):
 
   def other_family(c):
     c.init_from = str(tmp_path)
-  assert "is a 'bert' run" in _bad(other_family)
+  assert "model.type='gpt' here but 'bert' in init_from=" in _bad(other_family)
 
 
 def test_text_source_needs_a_path():

@@ -151,14 +151,41 @@ def test_generation_from_an_imported_decoder_matches_transformers(name, hf_dirs,
 
 @pytest.mark.slow
 def test_finetuning_from_an_imported_bert(workdirs, tmp_path):
+  """bert_tiny_finetune from a converted BERT with no model key given: init_from's architecture and tokenizer are
+  adopted (vocabulary 300, d_model 32, 128 positions), and reported."""
   result = run_lm('--config=configs/bert_tiny_finetune.py:test', f'--workdir={tmp_path / "ft"}',
-                  f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10',
-                  '--config.model.num_layers=2',
-                  '--config.model.d_model=32', '--config.model.num_heads=4', '--config.model.d_ff=64',
-                  '--config.model.vocab_size=300', '--config.model.max_len=128', timeout=600)
+                  f'--config.init_from={workdirs["bert"]}', '--config.num_train_steps=10', timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
+  assert f'init_from {workdirs["bert"]}: architecture taken from that run: ' in result.stdout
+  assert 'model.vocab_size=300 (config: 1024)' in result.stdout and 'model.d_model=32 (config: 64)' in result.stdout
   assert re.search(r'loaded\s+46\s+[0-9,]+\s+block_0', result.stdout) and 'newly initialised         2' in result.stdout
   assert 'eval/accuracy' in result.stdout and 'Forgetting monitor off' in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['gpt2', 'llama'])
+def test_finetuning_a_converted_decoder_needs_no_model_key(name, workdirs, capsys, tmp_path):
+  """gpt_tiny_classify from the converted GPT-2, gpt_tiny_sft from the converted Llama (GQA, RoPE, SwiGLU, untied):
+  the configs' gpt_tiny keys give way to the checkpoint's, and every pretrained tensor loads."""
+  import jax
+
+  from configs import gpt_tiny_classify, gpt_tiny_sft
+  from lm.config import inherit, validation
+  from lm.training import loop
+  config = gpt_tiny_classify.get_config('test') if name == 'gpt2' else gpt_tiny_sft.get_config()
+  config.init_from, config.seq_len, config.batch_size = workdirs[name], 64, 8
+  config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+  config.forgetting_every_steps, config.num_samples = 0, 0
+  changed = inherit.adopt_pretrained(config)
+  assert changed['model.vocab_size'] == (8192 if name == 'llama' else 1024, 300)
+  if name == 'llama':
+    assert config.model.num_kv_heads == 2 and config.model.position == 'rope' and config.model.rope_theta == 5e5
+  validation.validate(config, num_devices=jax.device_count(), process_count=1)
+  summary = loop.run(config, str(tmp_path / 'wd'))
+  table = capsys.readouterr().out
+  assert re.search(r'newly initialised\s+' + ('2' if name == 'gpt2' else '0') + r'\s', table), table
+  metric = 'eval/accuracy' if name == 'gpt2' else 'eval/clm_loss'
+  assert np.isfinite(summary[metric]) and np.isfinite(summary['train/loss'])
 
 
 @pytest.mark.slow

@@ -102,6 +102,7 @@ def _data() -> ml_collections.ConfigDict:
   d.source_key = 'source'  # seq2seq: field of the source text (jsonl/csv/tfds; wmt14_translate/de-en: 'de')
   d.target_key = 'target'  # seq2seq: field of the target text (wmt14_translate/de-en: 'en'; cnn_dailymail: highlights)
   d.task_prefix = ''  # seq2seq: text put before every source, e.g. 'translate German to English: ', 'summarize: '
+  d.split_identifiers = False  # seq2seq: write a source's compound identifiers as words ('get_size' -> 'get size')
   d.target_len = 0  # encoder-decoder: decoder tokens per example (0 = span corruption's length for seq_len inputs,
   # or seq_len for seq2seq); longer seq2seq targets are truncated (eos kept) and counted
   d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted

@@ -3,7 +3,7 @@ import re
 
 import ml_collections
 
-from lm.config import base, resume
+from lm.config import base, inherit, resume
 from lm.errors import ConfigError
 from lm.models import registry
 from lm.store import paths
@@ -208,21 +208,17 @@ def _check_finetune(config):
     raise ConfigError("early_stopping_patience needs best_metric, e.g. --config.best_metric=eval/accuracy")
 
 
-# Model keys a fine-tune must share with its init_from run although parameter shapes do not show a difference.
-_SAME_AS_PRETRAINED = ('norm', 'norm_type', 'activation', 'position', 'rope_theta', 'layer_norm_eps')
-
-
 def _check_init_from(config):
+  """A fine-tune's architecture keys equal its init_from run's (lm.main adopts them first: config/inherit.py)."""
   if not config.init_from:
     return
   pretrained = resume.init_from_config(config.init_from)
-  if pretrained.model.type != config.model.type:
-    raise ConfigError(f'model.type={config.model.type!r} but init_from={config.init_from!r} is a '
-                      f'{pretrained.model.type!r} run; set --config.model.type={pretrained.model.type}')
-  for key in _SAME_AS_PRETRAINED:  # change the computation without changing any parameter shape
-    if config.model[key] != pretrained.model[key]:
-      raise ConfigError(f'model.{key}={config.model[key]!r} here but {pretrained.model[key]!r} in init_from='
-                        f'{config.init_from}; set --config.model.{key}={pretrained.model[key]}')
+  for dotted in inherit.architecture_keys(config):
+    section, key = dotted.split('.')
+    if config[section][key] != pretrained[section][key]:
+      raise ConfigError(f'{dotted}={config[section][key]!r} here but {pretrained[section][key]!r} in init_from='
+                        f'{config.init_from}; leave it out (lm.main takes it from that run) or set '
+                        f'--config.{dotted}={pretrained[section][key]}')
 
 
 def _check_parallelism(config, num_devices: int, process_count: int):

@@ -48,6 +48,8 @@ _CACHED_IDS_LIMIT = 200_000  # Seq2SeqExamples keeps token ids in memory for at 
 _SENTENCE_END = re.compile(r'(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.\s')  # '. ' ends a sentence, 'e.g. ' does not
 _SIGNATURE = re.compile(r'[\w.]+\(')  # a docstring that starts with a call signature: 'name(args) -> result'
 _DEF_NAME = re.compile(r'^\s*(?:async\s+)?def\s+(\w+)', re.MULTILINE)
+_IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+_SUBWORD = re.compile(r'[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+')  # 'HTTPServer2' -> HTTP, Server, 2
 
 
 class Records(Sequence):
@@ -103,6 +105,24 @@ def first_sentence(docstring: str) -> str:
   text = ' '.join(paragraph.split())
   end = _SENTENCE_END.search(text)
   return text[:end.start() + 1] if end else text
+
+
+def split_identifiers(code: str) -> str:
+  """Code with every compound identifier written as its lower-case sub-words (code2seq-style sub-tokens):
+  'def get_terminal_size(self):' -> 'def get terminal size(self):', 'HTTPServer' -> 'http server'. Words of
+  prose and one-part names stay as they are, so the names a summary repeats become the words it is written in."""
+  def words(match: re.Match) -> str:
+    parts = _SUBWORD.findall(match.group())
+    return ' '.join(part.lower() for part in parts) if len(parts) > 1 else match.group()
+  return _IDENTIFIER.sub(words, code)
+
+
+def encoder_text(data_cfg: ml_collections.ConfigDict, source: str) -> str:
+  """What the encoder reads for a source text: data.task_prefix + the source, its identifiers split into words
+  when data.split_identifiers (training, lm.evaluate and lm.generate all go through here)."""
+  if data_cfg.get('split_identifiers', False):
+    source = split_identifiers(source)
+  return data_cfg.task_prefix + source
 
 
 def first_name_baseline(source: str) -> str:
@@ -408,7 +428,7 @@ class Seq2SeqExamples(Sequence):
     self._records, self._tokenizer = records, tokenizer
     self.seq_len = int(config.seq_len)
     self.target_len = int(config.data.target_len or config.seq_len)
-    self.task_prefix = config.data.task_prefix
+    self._data_cfg = config.data
     self._ids: tuple[list[list[int]], list[list[int]]] | None = None
     self._lengths: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -416,7 +436,7 @@ class Seq2SeqExamples(Sequence):
     return len(self._records)
 
   def source_text(self, i: int) -> str:
-    """The raw source of pair i (without data.task_prefix)."""
+    """The raw source of pair i (without data.task_prefix or split identifiers)."""
     return self._records[i][0]
 
   def target_text(self, i: int) -> str:
@@ -424,7 +444,7 @@ class Seq2SeqExamples(Sequence):
     return self._records[i][1]
 
   def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
-    sources_ = [self.task_prefix + source for source, _ in pairs]
+    sources_ = [encoder_text(self._data_cfg, source) for source, _ in pairs]
     targets = [target for _, target in pairs]
     return self._tokenizer.encode_batch(sources_), self._tokenizer.encode_batch(targets)
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+from lm.data import seq2seq
 from lm.errors import UsageError
 from lm.inference import sampling as sampling_lib, seq2seq_decoding
 from lm.models import registry
@@ -51,8 +52,8 @@ def generate_texts(run, prompts: list[str], sampling, *, max_new_tokens: int, se
   """(each prompt + continuation as text, number of new tokens) for a batch of text prompts; num_beams > 1 is beam
   search (sampling.temperature must be 0). Call it under `jax.set_mesh(run.mesh)`."""
   tok = run.tokenizer
-  if is_seq2seq(run):  # the prompt is the source (after the run's data.task_prefix); the text is the output alone
-    sources = [tok.encode(run.config.data.task_prefix + p) + [tok.eos_id] for p in prompts]
+  if is_seq2seq(run):  # the prompt is the source (as the run's encoder read sources); the text is the output alone
+    sources = [tok.encode(seq2seq.encoder_text(run.config.data, p)) + [tok.eos_id] for p in prompts]
     new = seq2seq_decoding.generate(run.model, run.params, sources, use_cache=use_cache, num_beams=num_beams,
                                     length_penalty=length_penalty,
                                     **_decoding_args(run, max_new_tokens, sampling, seed))
