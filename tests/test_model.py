@@ -31,7 +31,7 @@ def tokens(seed=0, shape=(2, 16)):
   return jax.random.randint(jax.random.PRNGKey(seed), shape, 0, 97)
 
 
-@pytest.mark.parametrize('position', [pytest.param('learned', marks=pytest.mark.slow), 'rope'])
+@pytest.mark.parametrize('position', [pytest.param('learned', marks=pytest.mark.slow), 'rope', 'alibi'])
 def test_future_tokens_do_not_change_past_logits(position):
   cfg = tiny_model_cfg(position=position)
   x = tokens()
@@ -42,8 +42,9 @@ def test_future_tokens_do_not_change_past_logits(position):
   assert not np.allclose(logits[:, 10:], logits_y[:, 10:], atol=1e-3)
 
 
-def test_packed_documents_do_not_attend_to_each_other():
-  cfg = tiny_model_cfg()
+@pytest.mark.parametrize('position', ['learned', 'alibi'])
+def test_packed_documents_do_not_attend_to_each_other(position):
+  cfg = tiny_model_cfg(position=position)
   x = tokens()
   segments = jnp.array([[1] * 6 + [2] * 10] * 2)
   positions = jnp.array([list(range(6)) + list(range(10))] * 2)

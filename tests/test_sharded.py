@@ -85,6 +85,20 @@ def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
                state.params, reference[1].params)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('layout', ['bloom_tiny', 'opt_tiny'])
+def test_bloom_and_opt_layouts_train_sharded_like_one_device(tiny_config, batches, layout):
+  """ALiBi (a per-head score bias, no position parameters) and OPT's offset position table under fsdp + tensor."""
+  import importlib
+  config = importlib.import_module(f'configs.{layout}').get_config('test')
+  config.model.vocab_size = tiny_config.model.vocab_size  # the shared test batches' tokenizer
+  losses, state = run_steps(config, (2, 2, 2), batches[:2])
+  np.testing.assert_allclose(losses, run_steps(config, (1, 1, 1), batches[:2])[0], rtol=1e-5)
+  assert losses[1] < losses[0]
+  if layout == 'opt_tiny':
+    assert state.params['embeddings']['position']['embedding'].shape == (64 + 2, 64)
+
+
 @pytest.fixture(scope='module')
 def bert_setup():
   from configs import bert_tiny

@@ -2,7 +2,7 @@
 
 Experiment files in configs/ start from `base.get_config()` (`from lm.config import base`) and change what they
 need; `lm.config.validation.validate` checks any config against this one (no unknown keys, no wrong types), so a key
-exists here or nowhere. Family presets (`bert`, `llama`) are defined by the families' own modules.
+exists here or nowhere. Family presets (`bert`, `llama`, `bloom`, `opt`) are defined by the families' own modules.
 """
 import itertools
 
@@ -72,7 +72,10 @@ def _model() -> ml_collections.ConfigDict:
   m.d_ff = 1024  # MLP hidden size
   m.vocab_size = 8192  # tokenizer (and embedding) vocabulary size
   m.max_len = 1024  # maximum sequence length (size of the learned position table)
-  m.position = 'learned'  # position encoding: 'learned' (GPT-2), 'rope' or 'relative' (T5's bias on the scores)
+  m.position = 'learned'  # position encoding: 'learned' (GPT-2), 'rope', 'relative' (T5's bias on the scores) or
+  # 'alibi' (BLOOM: a per-head linear penalty on the key distance, no position parameters)
+  m.position_offset = 0  # position='learned': table row of position 0 (OPT: 2); the table has max_len + this rows
+  m.embedding_norm = False  # a LayerNorm right after the embeddings of a pre-LN model (BLOOM)
   m.rope_theta = 10000.0  # RoPE base frequency (position='rope' only)
   m.relative_attention_buckets = 32  # position='relative': buckets of the relative position bias (per stack)
   m.relative_attention_max_distance = 128  # position='relative': distances from this on share the last bucket
@@ -248,6 +251,18 @@ def llama(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Turns `c` into a Llama-style decoder: RMSNorm, RoPE, SwiGLU MLP, no biases, untied output head."""
   from lm.models import decoder
   return decoder.llama_preset(c)
+
+
+def bloom(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into a BLOOM-style decoder: ALiBi, embedding LayerNorm, tanh GELU, 4·d MLP, biases, tied head."""
+  from lm.models import decoder
+  return decoder.bloom_preset(c)
+
+
+def opt(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns `c` into an OPT-style decoder: learned positions offset by 2, ReLU, biases, final LayerNorm, tied head."""
+  from lm.models import decoder
+  return decoder.opt_preset(c)
 
 
 def sweep_product(axes: dict) -> list[dict]:

@@ -12,7 +12,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.norm': ('pre', 'post'),
     'model.activation': ('gelu_tanh', 'gelu', 'swiglu', 'geglu', 'relu'),
     'model.norm_type': ('layernorm', 'rmsnorm'),
-    'model.position': ('learned', 'rope', 'relative'),
+    'model.position': ('learned', 'rope', 'relative', 'alibi'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
@@ -101,6 +101,8 @@ def _check_model(config):
                       '(grouped-query attention; 0 = num_heads)')
   if m.position == 'rope' and (m.head_dim or m.d_model // m.num_heads) % 2:
     raise ConfigError(f'model.position=rope needs an even head size, got {m.head_dim or m.d_model // m.num_heads}')
+  if m.position_offset < 0 or (m.position_offset and m.position != 'learned'):
+    raise ConfigError(f'model.position_offset={m.position_offset} must be >= 0 and needs model.position=learned')
   if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
   if config.num_samples and config.sample_max_new_tokens >= m.max_len:

@@ -8,12 +8,12 @@ import types
 from typing import NamedTuple
 
 from lm.errors import ConfigError
-from lm.hf import bert, gpt2, heads, llama, t5
+from lm.hf import bert, bloom, gpt2, heads, llama, opt, t5
 from lm.models import registry
 
 
 class Architecture(NamedTuple):
-  layout: types.ModuleType  # gpt2, bert or llama
+  layout: types.ModuleType  # gpt2, bert, llama, bloom, opt or t5
   ignored: tuple[str, ...]  # tensor name parts skipped when importing: buffers and tied copies
 
 
@@ -31,20 +31,26 @@ ARCHITECTURES = {
     'LlamaForCausalLM': Architecture(llama, llama.IGNORED),
     'LlamaForQuestionAnswering': Architecture(llama, llama.IGNORED),
     'LlamaForTokenClassification': Architecture(llama, llama.IGNORED),
+    'BloomForCausalLM': Architecture(bloom, bloom.IGNORED),
+    'OPTForCausalLM': Architecture(opt, opt.IGNORED),
     'T5ForConditionalGeneration': Architecture(t5, t5.IGNORED),
 }
+# The decoder layouts an lm decoder may export to: (HF model name, its language-model class, the layout module).
+_DECODER_LAYOUTS = (('GPT2', 'GPT2LMHeadModel', gpt2), ('Llama', 'LlamaForCausalLM', llama),
+                    ('Bloom', 'BloomForCausalLM', bloom), ('OPT', 'OPTForCausalLM', opt))
 
 
 def export_architecture(model_cfg) -> str:
-  """The HF architecture an lm model exports to: encoders BertForPreTraining, decoders GPT2LMHeadModel or
-  LlamaForCausalLM by their layout, or the `<Model>For<Task>` class of a task head (hf/heads.py); encoder-decoders
-  T5ForConditionalGeneration. ConfigError when it fits none."""
+  """The HF architecture an lm model exports to: encoders BertForPreTraining, decoders the language-model class of
+  the first of _DECODER_LAYOUTS whose layout they fit (GPT2LMHeadModel when none does: then the error says why),
+  or the `<Model>For<Task>` class of a task head (hf/heads.py); encoder-decoders T5ForConditionalGeneration.
+  ConfigError when it fits none."""
   m = model_cfg
   if registry.get(m.type).encoder_decoder:
     arch = 'T5ForConditionalGeneration'
   else:
-    name, language_model = (('Bert', 'BertForPreTraining') if not registry.get(m.type).causal else
-                            ('Llama', 'LlamaForCausalLM') if m.norm_type == 'rmsnorm' else ('GPT2', 'GPT2LMHeadModel'))
+    name, language_model = ('Bert', 'BertForPreTraining') if not registry.get(m.type).causal else next(
+        ((n, lm_class) for n, lm_class, layout in _DECODER_LAYOUTS if layout.fits(m)), _DECODER_LAYOUTS[0][:2])
     arch = heads.architecture(name, m) or language_model
     if arch not in ARCHITECTURES:
       raise ConfigError(f'model.task_head={m.task_head!r} on a {name} layout: lm has no {arch} export; exportable task '

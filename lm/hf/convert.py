@@ -131,8 +131,7 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   layout = architectures.ARCHITECTURES[arch].layout
   hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32',
             **heads.label_config(run.config.model, run.config.data.tag_names)}
-  if hasattr(layout, 'token_ids'):  # the special ids generation reads from config.json
-    hf_cfg.update(layout.token_ids(run.tokenizer))
+  hf_cfg.update(layout.token_ids(run.tokenizer) if hasattr(layout, 'token_ids') else _special_ids(run.tokenizer))
   flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
                      for k, v in checkpoint.flatten(run.params).items()})
   if heads.task_head(arch):  # a task class has no place for the base model's pretraining heads
@@ -144,6 +143,12 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   safetensors_io.write_tensors(tensors, hf_dir)
   _export_tokenizer(run.tokenizer, workdir, hf_dir)
   return {'architecture': arch, 'tensors': len(tensors), 'hf_dir': hf_dir, 'step': run.step}
+
+
+def _special_ids(tokenizer) -> dict:
+  """The config.json ids generation reads (bos / eos / pad), those the tokenizer has."""
+  ids = {'bos_token_id': tokenizer.bos_id, 'eos_token_id': tokenizer.eos_id, 'pad_token_id': tokenizer.pad_id}
+  return {k: int(v) for k, v in ids.items() if v is not None and v >= 0}
 
 
 def _unstacked(flat: dict) -> dict:

@@ -16,7 +16,8 @@ def preset(config):
 
 def fits(m) -> bool:
   """True when a decoder's config.model has GPT-2's layout."""
-  return (m.norm_type == 'layernorm' and m.position == 'learned' and m.tie_embeddings and m.use_bias
+  return (m.norm_type == 'layernorm' and m.position == 'learned' and not m.position_offset and not m.embedding_norm
+          and m.tie_embeddings and m.use_bias
           and m.norm == 'pre' and m.activation == 'gelu_tanh' and m.num_kv_heads in (0, m.num_heads)
           and m.head_dim in (0, m.d_model // m.num_heads))
 

@@ -18,7 +18,7 @@ def preset(config):
 def fits(m) -> bool:
   """True when a decoder's config.model has Llama's layout."""
   return m.norm_type == 'rmsnorm' and m.position == 'rope' and m.activation == 'swiglu' and not m.use_bias \
-      and m.norm == 'pre' and m.head_dim in (0, m.d_model // m.num_heads)
+      and m.norm == 'pre' and m.head_dim in (0, m.d_model // m.num_heads) and not m.embedding_norm
 
 
 def model_keys(hf: dict) -> dict:

@@ -61,3 +61,23 @@ def llama_preset(c):
   c.model.norm, c.model.norm_type, c.model.activation = 'pre', 'rmsnorm', 'swiglu'
   c.model.position, c.model.use_bias, c.model.tie_embeddings = 'rope', False, False
   return c
+
+
+def bloom_preset(c):
+  """Turns config `c` into a BLOOM-style decoder: ALiBi (no position parameters), a LayerNorm after the embedding,
+  pre-LN blocks with biases, tanh GELU, a 4·d MLP, tied output head."""
+  m = c.model
+  m.type, m.norm, m.norm_type, m.activation, m.use_bias, m.tie_embeddings = 'gpt', 'pre', 'layernorm', 'gelu_tanh', \
+      True, True
+  m.position, m.position_offset, m.embedding_norm, m.d_ff = 'alibi', 0, True, 4 * m.d_model
+  return c
+
+
+def opt_preset(c):
+  """Turns config `c` into an OPT-style decoder: learned positions read from row p + 2, pre-LN blocks with a final
+  LayerNorm, ReLU MLP, biases, tied output head."""
+  m = c.model
+  m.type, m.norm, m.norm_type, m.activation, m.use_bias, m.tie_embeddings = 'gpt', 'pre', 'layernorm', 'relu', True, \
+      True
+  m.position, m.position_offset, m.embedding_norm = 'learned', 2, False
+  return c

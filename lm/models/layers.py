@@ -5,10 +5,12 @@ Every parameter carries logical axis names (`batch`, `length`, `embed`, `mlp`, `
 """
 import dataclasses
 import functools
+import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATION_AXES = ('batch', 'length', 'embed')
 
@@ -45,6 +47,8 @@ class ModelConfig:
   num_decoder_layers: int = 0  # encoder-decoder: decoder blocks (0 = num_layers)
   relative_attention_buckets: int = 32  # position='relative' (T5): buckets of the relative position bias
   relative_attention_max_distance: int = 128  # position='relative': distances beyond this share the last bucket
+  embedding_norm: bool = False  # a LayerNorm right after the embeddings in a pre-LN model (BLOOM)
+  position_offset: int = 0  # position='learned': row of position 0 in the table (OPT: 2; the table has max_len + it)
 
   def __post_init__(self):
     if not self.head_dim:
@@ -98,6 +102,27 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+  """ALiBi's per-head slopes (Press et al. 2022, as BLOOM computes them): 2^(-8k/n) for k = 1..n, n the largest
+  power of two <= num_heads; the heads left over take every other slope of the sequence for 2n (1st, 3rd, ...)."""
+  closest = 2 ** math.floor(math.log2(num_heads))
+  base = np.float32(2.0 ** (-(2.0 ** -(math.log2(closest) - 3))))
+  slopes = [np.power(base, np.arange(1, closest + 1, dtype=np.float32))]
+  if closest != num_heads:
+    extra = np.float32(2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3))))
+    slopes.append(np.power(extra, np.arange(1, 1 + 2 * min(closest, num_heads - closest), 2, dtype=np.float32)))
+  return np.concatenate(slopes).astype(np.float32)
+
+
+def alibi_bias(num_heads: int, key_positions: jax.Array) -> jax.Array:
+  """ALiBi's additive score bias [B, heads, 1, S] = slope_h * key position. The linear penalty -slope * (query
+  position - key position) differs from it by a constant per query row, which softmax ignores; so any positions
+  that count up by one within each attended document work: per-document positions (packing), or cache slots
+  (decoding, where a left-padded row's slots and positions differ by its padding)."""
+  slopes = jnp.asarray(alibi_slopes(num_heads))
+  return slopes[None, :, None, None] * key_positions[:, None, None, :].astype(jnp.float32)
 
 
 def attention_mask(segment_ids: jax.Array | None) -> jax.Array | None:
@@ -161,7 +186,7 @@ def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Ar
   for start in range(0, length, block):
     end = min(start + block, length)
     block_mask = None if mask is None else mask[:, :, start:end, :end]
-    block_bias = None if bias is None else bias[:, :, start:end, :end]
+    block_bias = None if bias is None else bias[:, :, start:end, :end] if bias.shape[2] > 1 else bias[..., :end]
     outs.append(_softmax_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], block_mask, True, start,
                                 block_bias, scale))
   return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
@@ -220,10 +245,13 @@ class Attention(nn.Module):
     if self.decode:
       k, v = self._cached(k, v)
       impl = 'einsum'  # one query row against a long cache: memory-bound, and every backend has it
+    bias = None
+    if cfg.position == 'alibi':  # keys at their positions, or at their cache slots when decoding (see alibi_bias)
+      bias = alibi_bias(cfg.num_heads, jnp.arange(k.shape[1])[None] if self.decode else positions)
     if impl == 'einsum':
-      out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode)
+      out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode, bias)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal,
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=cfg.causal,
                                          implementation=None if impl == 'auto' else impl)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out)
@@ -261,7 +289,9 @@ GATED = ('swiglu', 'geglu')  # activations of a gated MLP: fc_out(act(fc_gate(x)
 
 
 class Embeddings(nn.Module):
-  """Token (+ learned position) (+ token-type) embeddings, LayerNorm for post-LN models, dropout.
+  """Token (+ learned position) (+ token-type) embeddings, LayerNorm for post-LN models (and BLOOM's
+  embedding_norm), dropout. A learned table with position_offset k holds max_len + k rows, position p at row p + k
+  (OPT keeps 2 unused rows first).
 
   `attend` is the tied output projection onto the token table.
   """
@@ -273,20 +303,21 @@ class Embeddings(nn.Module):
     embed = functools.partial(nn.Embed, features=cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     self.token = embed(cfg.vocab_size, embedding_init=logical_init(dense_init(self.token_std), ('vocab', 'embed')))
     if cfg.position == 'learned':
-      self.position = embed(cfg.max_len, embedding_init=logical_init(dense_init(0.01), (None, 'embed')))
+      self.position = embed(cfg.max_len + cfg.position_offset,
+                            embedding_init=logical_init(dense_init(0.01), (None, 'embed')))
     if cfg.type_vocab_size:
       self.token_type = embed(cfg.type_vocab_size, embedding_init=logical_init(dense_init(), (None, 'embed')))
-    if cfg.norm == 'post':
+    if cfg.norm == 'post' or cfg.embedding_norm:
       self.norm = layer_norm(cfg)
     self.dropout = nn.Dropout(cfg.dropout)
 
   def __call__(self, inputs, positions, token_types=None, deterministic: bool = True):
     x = self.token(inputs)
     if self.cfg.position == 'learned':
-      x = x + self.position(positions)
+      x = x + self.position(positions + self.cfg.position_offset if self.cfg.position_offset else positions)
     if self.cfg.type_vocab_size:
       x = x + self.token_type(jnp.zeros_like(inputs) if token_types is None else token_types)
-    if self.cfg.norm == 'post':
+    if self.cfg.norm == 'post' or self.cfg.embedding_norm:
       x = self.norm(x)
     x = nn.with_logical_constraint(x, ACTIVATION_AXES)
     return self.dropout(x, deterministic=deterministic)
