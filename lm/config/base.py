@@ -85,6 +85,12 @@ def _model() -> ml_collections.ConfigDict:
   m.dtype = 'float32'  # activation / compute dtype ('float32' or 'bfloat16')
   m.param_dtype = 'float32'  # parameter storage dtype
   m.attention_impl = 'einsum'  # 'einsum' (layers.einsum_attention); dot_product_attention's 'xla', 'cudnn', 'auto'
+  m.lora_rank = 0  # LoRA (models/lora.py): adapters of this rank on the kernels lora_targets selects; only they
+  # (and a task head) train, and checkpoints hold only them (0 = off: full fine-tuning)
+  m.lora_alpha = 16.0  # LoRA: adapter output scale lora_alpha / lora_rank (PEFT's lora_alpha)
+  m.lora_targets = r'(attn|cross)/(query|key|value|out)/kernel$'  # LoRA: regex searched in every kernel's path
+  # ('block_0/attn/query/kernel', 'blocks/mlp/fc_in/kernel' when scanned); the default: the attention projections
+  m.lora_dropout = 0.0  # LoRA: dropout on each adapter's input (training only)
   m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
   return m

@@ -223,6 +223,55 @@ def _check_init_from(config):
                         f'--config.{dotted}={pretrained[section][key]}')
 
 
+def _check_lora(config):
+  """LoRA's keys, and (on the model's shapes, traced) that its targets select kernels of at least its rank and
+  leave something to train."""
+  m = config.model
+  if m.lora_rank < 0:
+    raise ConfigError(f'model.lora_rank={m.lora_rank} must be >= 0 (0 = no LoRA)')
+  if not m.lora_rank:
+    return
+  if not config.init_from:
+    raise ConfigError(f'model.lora_rank={m.lora_rank} needs init_from: LoRA adapts a pretrained model; set '
+                      '--config.init_from=DIR (a run or a converted Hugging Face workdir)')
+  if m.lora_alpha <= 0 or not 0.0 <= m.lora_dropout < 1.0:
+    raise ConfigError(f'model.lora_alpha={m.lora_alpha} must be > 0 and model.lora_dropout={m.lora_dropout} in [0, 1)')
+  try:
+    re.compile(m.lora_targets)
+  except re.error as e:
+    raise ConfigError(f'model.lora_targets={m.lora_targets!r} is not a regular expression ({e})') from e
+  _check_lora_shapes(config)
+
+
+def _check_lora_shapes(config):
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from lm.store import checkpoint
+  from lm.training import optim
+  m = config.model
+  model = registry.build(m)
+  params = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), registry.example_batch(config))))
+  leaves = checkpoint.flatten(params['params'])
+  shapes = {k: v.shape for k, v in leaves.items()}
+  adapted = [k.rsplit('/', 1)[0] for k in shapes if k.endswith('/lora_a')]
+  if not adapted:
+    kernels = [k for k in shapes if k.endswith('/kernel')]
+    raise ConfigError(f'model.lora_targets={m.lora_targets!r} matches no kernel; kernel paths look like '
+                      f'{", ".join(kernels[:3])} (the default targets the attention projections)')
+  for module in adapted:
+    stacked = int('blocks' in module.split('/'))  # scanned blocks: a leading layer axis
+    fan_in = int(np.prod(shapes[f'{module}/lora_a'][stacked:-1]))
+    fan_out = int(np.prod(shapes[f'{module}/lora_b'][stacked + 1:]))
+    if m.lora_rank > min(fan_in, fan_out):
+      raise ConfigError(f'model.lora_rank={m.lora_rank} exceeds the dimensions of {module}/kernel ({fan_in} in, '
+                        f'{fan_out} out); use a rank <= {min(fan_in, fan_out)} or other model.lora_targets')
+  if len(optim.frozen_paths(params['params'], config)) == len(shapes):
+    raise ConfigError('model.lora_rank with optimizer.freeze_* freezes every adapter and head: nothing would '
+                      'train; drop the freeze_* keys (LoRA freezes the base already)')
+
+
 def _check_parallelism(config, num_devices: int, process_count: int):
   import jax
 
@@ -273,5 +322,6 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
   _check_task(config)
   _check_finetune(config)
   _check_init_from(config)
+  _check_lora(config)
   if num_devices is not None:
     _check_parallelism(config, num_devices, process_count or 1)

@@ -13,8 +13,8 @@ import orbax.checkpoint as ocp
 from lm.config import base, validation
 from lm.data import hf_tokenizer
 from lm.errors import ConfigError, UsageError
-from lm.hf import architectures, heads, safetensors_io
-from lm.models import registry
+from lm.hf import architectures, heads, peft_export, safetensors_io
+from lm.models import lora, registry
 from lm.parallel import sharding
 from lm.store import checkpoint, workdir as workdir_lib
 
@@ -124,16 +124,29 @@ def _write_workdir(workdir: str, config, tokenizer, hf_dir: str, params) -> None
   manager.close()
 
 
-def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
-  """Writes an lm workdir as an HF directory (config.json, model.safetensors, tokenizer); returns a summary."""
+def _lora_params(run, workdir: str, merge_lora: bool):
+  """The parameters to export: a LoRA run's adapters folded into its kernels (`merge_lora`), else as they are;
+  ConfigError for a LoRA run without merge_lora (its adapters have no place in the plain HF classes)."""
+  if not run.config.model.lora_rank:
+    return run.params
+  if not merge_lora:
+    raise ConfigError(f'--workdir={workdir} is a LoRA run (model.lora_rank={run.config.model.lora_rank}): export '
+                      'its adapters with `lm.convert to_peft`, or merge them into the weights with --merge_lora')
+  return lora.merged(run.params, run.config.model)
+
+
+def to_hf(workdir: str, hf_dir: str, step: int | None = None, merge_lora: bool = False) -> dict:
+  """Writes an lm workdir as an HF directory (config.json, model.safetensors, tokenizer); returns a summary. A LoRA
+  run needs `merge_lora` (W + alpha/r·A·B, the base model's classes) or `to_peft`."""
   run = workdir_lib.load(workdir, step)
+  params = _lora_params(run, workdir, merge_lora)
   arch = architectures.export_architecture(run.config.model)
   layout = architectures.ARCHITECTURES[arch].layout
   hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32',
             **heads.label_config(run.config.model, run.config.data.tag_names)}
   hf_cfg.update(layout.token_ids(run.tokenizer) if hasattr(layout, 'token_ids') else _special_ids(run.tokenizer))
   flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
-                     for k, v in checkpoint.flatten(run.params).items()})
+                     for k, v in checkpoint.flatten(params).items()})
   if heads.task_head(arch):  # a task class has no place for the base model's pretraining heads
     flat = {k: v for k, v in flat.items() if not k.startswith(heads.pretraining_heads(run.config.model))}
   tensors = _export_tensors(flat, layout.tensor_rules(run.config.model), workdir)
@@ -143,6 +156,31 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None) -> dict:
   safetensors_io.write_tensors(tensors, hf_dir)
   _export_tokenizer(run.tokenizer, workdir, hf_dir)
   return {'architecture': arch, 'tensors': len(tensors), 'hf_dir': hf_dir, 'step': run.step}
+
+
+def to_peft(workdir: str, out_dir: str, step: int | None = None) -> dict:
+  """Writes a LoRA run's adapters as a PEFT adapter directory (adapter_model.safetensors, adapter_config.json) for
+  the HF export of its init_from base (hf/peft_export.py); returns a summary with the adapter / model size ratio."""
+  run = workdir_lib.load(workdir, step)
+  m = run.config.model
+  if not m.lora_rank:
+    raise ConfigError(f'--workdir={workdir} has no LoRA adapters (model.lora_rank=0); export it with to_hf')
+  arch = architectures.export_architecture(m)
+  if heads.task_head(arch):
+    raise ConfigError(f'to_peft exports the adapters of a language model; {workdir} has a task head ({arch}): '
+                      'use to_hf --merge_lora')
+  layout = architectures.ARCHITECTURES[arch].layout
+  flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32) for k, v in checkpoint.flatten(run.params).items()})
+  conv1d = getattr(layout, 'CONV1D', False)
+  tensors, ranks, alphas = peft_export.adapters(flat, layout.tensor_rules(m), m, conv1d)
+  modules = sorted({name.removeprefix('base_model.model.').rsplit('.lora_', 1)[0] for name in tensors})
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, peft_export.CONFIG_FILE), 'w') as f:
+    json.dump(peft_export.adapter_config(m, modules, ranks, alphas, conv1d, run.config.init_from), f, indent=2)
+  safetensors_io.write_tensors(tensors, out_dir, 'adapter_model.safetensors')
+  adapter_size = sum(v.size for k, v in flat.items() if lora.is_adapter(k))
+  return {'architecture': arch, 'modules': len(modules), 'adapter_parameters': int(adapter_size),
+          'adapter_fraction': adapter_size / sum(v.size for v in flat.values()), 'out_dir': out_dir, 'step': run.step}
 
 
 def _special_ids(tokenizer) -> dict:

@@ -5,6 +5,7 @@ import numpy as np
 from lm.errors import ConfigError
 from lm.hf import heads, rules
 
+CONV1D = True  # weights are [in, out] (transformers' Conv1D); PEFT's LoRA on them sets fan_in_fan_out
 IGNORED = ('.attn.bias', '.attn.masked_bias', 'lm_head.weight')  # buffers and the tied head copy, when importing
 _HEAD_TENSORS = {'span': 'qa_outputs', 'token': 'classifier'}
 

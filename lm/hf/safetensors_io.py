@@ -64,9 +64,9 @@ def _has_bf16(path: str) -> bool:
   return any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values())
 
 
-def write_tensors(tensors: dict[str, np.ndarray], hf_dir: str) -> str:
-  """model.safetensors with the tensors (contiguous numpy arrays)."""
+def write_tensors(tensors: dict[str, np.ndarray], hf_dir: str, name: str = SINGLE) -> str:
+  """hf_dir/<name> (model.safetensors) with the tensors (contiguous numpy arrays)."""
   from safetensors.numpy import save_file
-  path = os.path.join(hf_dir, SINGLE)
+  path = os.path.join(hf_dir, name)
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata={'format': 'pt'})
   return path

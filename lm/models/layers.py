@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.models import lora
+
 ACTIVATION_AXES = ('batch', 'length', 'embed')
 
 
@@ -49,6 +51,10 @@ class ModelConfig:
   relative_attention_max_distance: int = 128  # position='relative': distances beyond this share the last bucket
   embedding_norm: bool = False  # a LayerNorm right after the embeddings in a pre-LN model (BLOOM)
   position_offset: int = 0  # position='learned': row of position 0 in the table (OPT: 2; the table has max_len + it)
+  lora_rank: int = 0  # LoRA adapters (models/lora.py) of this rank on the kernels lora_targets selects (0 = none)
+  lora_alpha: float = 16.0  # LoRA: the adapter's output is scaled by lora_alpha / lora_rank
+  lora_targets: str = ''  # LoRA: regex searched in kernel paths ('block_0/attn/query/kernel')
+  lora_dropout: float = 0.0  # LoRA: dropout on the adapter's input
 
   def __post_init__(self):
     if not self.head_dim:
@@ -203,9 +209,18 @@ class HeadsDense(nn.Module):
   heads: int = 0  # number of heads (0 = cfg.num_heads; grouped-query keys/values have fewer)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, deterministic: bool = True):
     cfg = self.cfg
     heads = self.heads or cfg.num_heads
+    out = self._project(x, heads)
+    if lora.targets(cfg, '/'.join(self.path) + '/kernel'):
+      out_shape, in_axes, out_axes = (((heads, cfg.head_dim), ('embed',), ('heads', 'kv')) if self.to_heads else
+                                      ((cfg.d_model,), ('heads', 'kv'), ('embed',)))
+      out = out + lora.delta(self, x, in_axes, out_shape, out_axes, deterministic)
+    return out
+
+  def _project(self, x, heads: int):
+    cfg = self.cfg
     if self.to_heads:
       shape, axes, bias_shape, bias_axes = (cfg.d_model, heads, cfg.head_dim), ('embed', 'heads', 'kv'), (
           heads, cfg.head_dim), ('heads', 'kv')
@@ -237,8 +252,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool):
     cfg = self.cfg
-    q = HeadsDense(cfg, True, name='query')(x)
-    k, v = (HeadsDense(cfg, True, heads=cfg.kv_heads, name=name)(x) for name in ('key', 'value'))
+    q = HeadsDense(cfg, True, name='query')(x, deterministic)
+    k, v = (HeadsDense(cfg, True, heads=cfg.kv_heads, name=name)(x, deterministic) for name in ('key', 'value'))
     if cfg.position == 'rope':
       q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
     impl = cfg.attention_impl
@@ -254,7 +269,7 @@ class Attention(nn.Module):
       out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=cfg.causal,
                                          implementation=None if impl == 'auto' else impl)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
-    out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out)
+    out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out, deterministic)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
   def _cached(self, k, v):
@@ -326,6 +341,20 @@ class Embeddings(nn.Module):
     return self.token.attend(x)
 
 
+class Dense(nn.Dense):
+  """nn.Dense (the same parameters and computation) that carries a LoRA adapter when model.lora_targets selects its
+  kernel (models/lora.py)."""
+  cfg: ModelConfig | None = None
+  kernel_axes: tuple = ()  # the kernel's logical axes (the adapter's A and B take them)
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool = True):
+    out = super().__call__(inputs)
+    if self.cfg is not None and lora.targets(self.cfg, '/'.join(self.path) + '/kernel'):
+      out = out + lora.delta(self, inputs, self.kernel_axes[:1], (self.features,), self.kernel_axes[1:], deterministic)
+    return out
+
+
 class Mlp(nn.Module):
   """Position-wise feed-forward: dense -> activation -> dense, or gated (GATED: SwiGLU for Llama, GeGLU for T5
   v1.1): fc_out(act(fc_gate(x)) * fc_in(x))."""
@@ -333,23 +362,24 @@ class Mlp(nn.Module):
   in_std: float = 0.02  # init of fc_in / fc_gate
   out_std: float | None = None  # init of fc_out (None = 0.02 / sqrt(2 * num_layers), GPT-2's scaled init)
 
-  def _dense(self, features: int, axes: tuple, name: str, std: float = 0.02) -> nn.Dense:
+  def _dense(self, features: int, axes: tuple, name: str, std: float = 0.02) -> Dense:
     cfg = self.cfg
-    return nn.Dense(features, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
-                    kernel_init=logical_init(dense_init(std), axes),
-                    bias_init=logical_init(nn.initializers.zeros, axes[-1:]))
+    return Dense(features, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                 kernel_init=logical_init(dense_init(std), axes),
+                 bias_init=logical_init(nn.initializers.zeros, axes[-1:]), cfg=cfg, kernel_axes=axes)
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
     cfg = self.cfg
-    h = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_in', self.in_std)(x)
+    h = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_in', self.in_std)(x, deterministic)
     if cfg.activation in GATED:
-      h = ACTIVATIONS[cfg.activation](self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_gate', self.in_std)(x)) * h
+      gate = self._dense(cfg.d_ff, ('embed', 'mlp'), 'fc_gate', self.in_std)(x, deterministic)
+      h = ACTIVATIONS[cfg.activation](gate) * h
     else:
       h = ACTIVATIONS[cfg.activation](h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5 if self.out_std is None else self.out_std
-    out = self._dense(cfg.d_model, ('mlp', 'embed'), 'fc_out', out_std)(h)
+    out = self._dense(cfg.d_model, ('mlp', 'embed'), 'fc_out', out_std)(h, deterministic)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 

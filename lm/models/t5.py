@@ -76,24 +76,24 @@ class T5Attention(nn.Module):
   def __call__(self, x, context, mask, bias, deterministic: bool):
     cfg = self.cfg
     inner = cfg.num_heads * cfg.head_dim
-    q = layers.HeadsDense(cfg, True, init_std=(cfg.d_model * cfg.head_dim) ** -0.5, name='query')(x)
+    q = layers.HeadsDense(cfg, True, init_std=(cfg.d_model * cfg.head_dim) ** -0.5, name='query')(x, deterministic)
     if not self.cross:
-      k, v = self._project(x)
+      k, v = self._project(x, deterministic)
       if self.decode:
         k, v = layers.cache_keys_values(self, k, v)
     elif self.decode:
       k, v = self._cross_cache(context)
     else:
-      k, v = self._project(context)
+      k, v = self._project(context, deterministic)
     causal = self.causal and not self.decode  # decoding: `mask` holds causality over the cache slots
     out = layers.einsum_attention(q, k, v, mask, causal, bias=bias, scale=1.0)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
-    out = layers.HeadsDense(cfg, False, init_std=inner ** -0.5, name='out')(out)
+    out = layers.HeadsDense(cfg, False, init_std=inner ** -0.5, name='out')(out, deterministic)
     return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
-  def _project(self, source):
+  def _project(self, source, deterministic: bool = True):
     cfg = self.cfg
-    return tuple(layers.HeadsDense(cfg, True, init_std=cfg.d_model ** -0.5, name=name)(source)
+    return tuple(layers.HeadsDense(cfg, True, init_std=cfg.d_model ** -0.5, name=name)(source, deterministic)
                  for name in ('key', 'value'))
 
   def _cross_cache(self, context):

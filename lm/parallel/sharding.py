@@ -139,9 +139,15 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh, rules: tuple = DEFAULT_RULES):
-  """NamedShardings for a tree whose leaves carry logical axis names (`nn.Partitioned`); others are replicated."""
-  specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings for a tree whose leaves carry logical axis names (`nn.Partitioned`); others are replicated.
+  Empty nodes stay empty (optax's MaskedNode, the missing state of a frozen parameter, boxed or not), so the result
+  has the structure of the unboxed tree."""
+  def sharding_of(leaf):
+    if isinstance(leaf, nn.Partitioned) and not jax.tree.leaves(leaf.value):
+      return leaf.value  # a boxed MaskedNode (optax keeps no state for a frozen parameter)
+    names = leaf.names if isinstance(leaf, nn.Partitioned) else ()
+    return jax.sharding.NamedSharding(mesh, nn.logical_to_mesh_axes(names, rules))
+  return jax.tree.map(sharding_of, boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def global_batch(local_batch: dict, mesh: jax.sharding.Mesh) -> dict:

@@ -9,7 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from lm.errors import CheckpointError, SaveError
-from lm.models import layers
+from lm.models import layers, lora, registry
 from lm.store import paths
 
 BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see training/hooks.BestCheckpoint
@@ -24,6 +24,7 @@ class Checkpointer:
   """Saves every `checkpoint_every_steps` (async), keeps the last K, restores the latest onto given shardings."""
 
   def __init__(self, workdir: str, config):
+    self.model_cfg = config.model
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints, enable_async_checkpointing=config.async_checkpoints, create=True)
     self.directory = os.path.join(paths.absolute(workdir), 'checkpoints')
@@ -40,6 +41,7 @@ class Checkpointer:
     """Starts writing state + data position for `step` (returns before the write ends when async)."""
     if step in self.manager.all_steps():
       return
+    state = persistent_state(state, self.model_cfg)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
     try:
       self.manager.save(step, args=args)  # also reports a failure of the previous asynchronous save
@@ -50,7 +52,7 @@ class Checkpointer:
     """Restores the train state of `step` onto the shardings in `abstract_state` (ShapeDtypeStructs). The saved
     data-iterator position is not read: training derives it from the step (pipeline.train_iterator), so a run
     resumes with any process count; it stays in the checkpoint for tools that read grain state."""
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(persistent_state(abstract_state, self.model_cfg)))
     return self.manager.restore(step, args=args)['state']
 
   def set_aside(self, step: int) -> str:
@@ -82,6 +84,24 @@ class Checkpointer:
     self.manager.close()
 
 
+def persistent_params(params, model_cfg):
+  """The parameters a checkpoint holds: all of them, or under LoRA (model.lora_rank) only the adapters and task
+  heads — the frozen base is init_from's, loaded from there again on resume and by workdir.load."""
+  if not model_cfg.lora_rank:
+    return params
+  def keep(node, prefix: str):
+    if not isinstance(node, dict):
+      return node if lora.is_adapter(prefix) or prefix.split('/')[0] in registry.TASK_HEADS else None
+    kept = {k: keep(v, f'{prefix}/{k}' if prefix else k) for k, v in node.items()}
+    return {k: v for k, v in kept.items() if v is not None} or None
+  return keep(dict(params), '') or {}
+
+
+def persistent_state(state, model_cfg):
+  """The train state as a checkpoint holds it (`persistent_params` of its parameters)."""
+  return state if not model_cfg.lora_rank else state.replace(params=persistent_params(state.params, model_cfg))
+
+
 def abstract_with_shardings(tree, shardings):
   """ShapeDtypeStructs carrying the target shardings: what orbax restores onto."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
@@ -102,6 +122,18 @@ def quiet_orbax():
 def flatten(tree) -> dict:
   """{"block_0/attn/query/kernel": leaf} of a parameter tree (the one path naming, layers.path_name)."""
   return {layers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten(flat: dict) -> dict:
+  """The nested parameter dict of {'block_0/attn/query/kernel': leaf} (`flatten`'s inverse for dict trees)."""
+  tree = {}
+  for name, leaf in flat.items():
+    *parents, last = name.split('/')
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = leaf
+  return tree
 
 
 def state_item(directory: str, step: int) -> str:

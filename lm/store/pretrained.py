@@ -8,19 +8,8 @@ import orbax.checkpoint as ocp
 
 from lm.config import resume
 from lm.errors import ConfigError
-from lm.models import registry
+from lm.models import lora, registry
 from lm.store import checkpoint, paths
-
-
-def _unflat(flat: dict) -> dict:
-  tree = {}
-  for name, leaf in flat.items():
-    *parents, last = name.split('/')
-    node = tree
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = leaf
-  return tree
 
 
 def _mismatch_hint(init_from: str, config) -> str:
@@ -31,13 +20,13 @@ def _mismatch_hint(init_from: str, config) -> str:
   return '; ' + ', '.join(differ) if differ else ''
 
 
-def load_pretrained(init_from: str, params, config) -> dict:
+def load_pretrained(init_from: str, params, config, report: bool = True) -> dict:
   """{path: array} of every leaf of `params` (arrays or ShapeDtypeStructs with shardings) whose path and shape the
   latest checkpoint of run `init_from` also has, restored onto that leaf's sharding; `merge_params` puts them in.
-  Prints loaded / newly initialised / dropped.
+  Prints loaded / newly initialised / dropped (unless not `report`).
 
-  Only task heads (registry.TASK_HEADS) may be new. A path present in both with different shapes, or a non-head
-  parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
+  Only task heads (registry.TASK_HEADS) and LoRA adapters may be new. A path present in both with different shapes,
+  or another parameter the checkpoint lacks, is a ConfigError naming it and the model keys that differ.
   """
   directory = os.path.join(paths.absolute(init_from), 'checkpoints')
   step = ocp.CheckpointManager(directory).latest_step() if paths.path(directory).is_dir() else None
@@ -53,7 +42,8 @@ def load_pretrained(init_from: str, params, config) -> dict:
       raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
                         f'{tuple(ours[name].shape)} in this model{_mismatch_hint(init_from, config)}')
   loaded = sorted(set(saved) & set(ours))
-  missing = [name for name in sorted(set(ours) - set(saved)) if name.split('/')[0] not in registry.TASK_HEADS]
+  missing = [name for name in sorted(set(ours) - set(saved))
+             if name.split('/')[0] not in registry.TASK_HEADS and not lora.is_adapter(name)]
   if missing:
     unused = sorted(set(saved) - set(ours))
     raise ConfigError(f'init_from: {init_from} has no parameter {missing[0]} ({len(missing)} of this model\'s '
@@ -61,8 +51,9 @@ def load_pretrained(init_from: str, params, config) -> dict:
                       f'another layout or version{_mismatch_hint(init_from, config)}; convert it or pretrain again')
   target = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype, sharding=ours[name].sharding)
             for name in loaded}
-  restored = checkpoint.restore_params(path, _unflat(target))
-  _print_init_table(init_from, step, saved, ours, loaded)
+  restored = checkpoint.restore_params(path, checkpoint.unflatten(target))
+  if report:
+    _print_init_table(init_from, step, saved, ours, loaded)
   return checkpoint.flatten(restored)
 
 

@@ -15,7 +15,7 @@ from lm.data import tokenizer as tokenizer_lib
 from lm.errors import CheckpointError, UsageError
 from lm.models import registry
 from lm.parallel import sharding
-from lm.store import checkpoint, paths
+from lm.store import checkpoint, paths, pretrained
 
 
 class LoadedRun(NamedTuple):
@@ -70,11 +70,22 @@ def load(workdir: str, step: int | None = None, best: bool = False, mesh: str = 
   target = checkpoint.abstract_with_shardings(nn.unbox(boxed), sharding.logical_shardings(
       boxed, device_mesh, sharding.logical_rules(config.mesh)))
   try:
-    params = checkpoint.restore_params(checkpoint.state_item(folder, step), target)
+    params = checkpoint.restore_params(checkpoint.state_item(folder, step),
+                                       checkpoint.persistent_params(target, config.model))
   except (ValueError, FileNotFoundError) as e:
     raise CheckpointError(f'{folder}/{step}: cannot restore its parameters into model {config.model.type} '
                       f'({" ".join(str(e).split())[:300]})') from e
+  if config.model.lora_rank:  # a LoRA run's checkpoints hold its adapters and heads: the base is init_from's
+    params = _with_base(config, target, params)
   return LoadedRun(config, tokenizer, model, params, step, device_mesh)
+
+
+def _with_base(config, target, adapters):
+  """The full parameters of a LoRA run: init_from's base parameters with the run's adapters and heads."""
+  saved = checkpoint.flatten(adapters)
+  base = {k: v for k, v in checkpoint.flatten(target).items() if k not in saved}
+  loaded = pretrained.load_pretrained(config.init_from, checkpoint.unflatten(base), config, report=False)
+  return checkpoint.merge_params(target, {**loaded, **saved})
 
 
 def write_run_files(config, workdir: str, tokenizer) -> None:

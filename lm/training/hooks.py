@@ -239,6 +239,7 @@ class BestCheckpoint(Hook):
     self.metric, self.patience = config.best_metric, config.early_stopping_patience
     self.sign = -1.0 if lower_is_better(self.metric) else 1.0
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    self.model_cfg = config.model
     self.manager = ocp.CheckpointManager(os.path.join(paths.absolute(workdir), checkpoint.BEST_DIR),
                                         options=options)
     for step in self.manager.all_steps():  # saved after the checkpoint we resume from: not part of this history
@@ -267,7 +268,8 @@ class BestCheckpoint(Hook):
       raise ConfigError(f'best_metric={self.metric!r} is not an eval metric of this run; choose from '
                         f'{sorted(eval_metrics)}')
     if self._record(step, eval_metrics[self.metric]):
-      self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      self.manager.save(step, args=ocp.args.StandardSave(checkpoint.persistent_state(state, self.model_cfg)),
+                        force=True)
       self.manager.wait_until_finished()
       print(f'New best {self.metric} {eval_metrics[self.metric]:.4f} at step {step}: saved to '
             f'{self.manager.directory}', flush=True)

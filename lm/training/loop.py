@@ -25,15 +25,25 @@ def restore_or_init(config, workdir, ckpt, abstract, shardings, init_fn):
     saved = paths.path(workdir) / 'config.json'
     if saved.exists():
       resume.check_resume_compatible(config, json.loads(saved.read_text()))
-    return _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings))
+    state, step = _restore_newest_good(ckpt, checkpoint.abstract_with_shardings(abstract, shardings))
+    if config.model.lora_rank:  # the checkpoint holds adapters and heads: the frozen base is init_from's
+      fresh = init_fn(jax.random.PRNGKey(config.seed)).params
+      state = state.replace(params=_with_pretrained(config, abstract, shardings, fresh, state.params))
+    return state, step
   if config.init_from:
     print(f'No checkpoint in {ckpt.directory}: initialising from {config.init_from}, fresh optimizer', flush=True)
-    target = checkpoint.abstract_with_shardings(abstract.params, shardings.params)
-    loaded = pretrained.load_pretrained(config.init_from, target, config)  # checked before anything compiles
     state = init_fn(jax.random.PRNGKey(config.seed))
-    return state.replace(params=checkpoint.merge_params(state.params, loaded)), 0
+    return state.replace(params=_with_pretrained(config, abstract, shardings, state.params)), 0
   print(f'No checkpoint in {ckpt.directory}: starting from scratch', flush=True)
   return init_fn(jax.random.PRNGKey(config.seed)), 0
+
+
+def _with_pretrained(config, abstract, shardings, params, restored=None):
+  """`params` with init_from's parameters loaded in (checked before anything compiles), then `restored` (the
+  adapters and heads of a LoRA checkpoint) over them."""
+  target = checkpoint.abstract_with_shardings(abstract.params, shardings.params)
+  loaded = pretrained.load_pretrained(config.init_from, target, config)
+  return checkpoint.merge_params(params, {**loaded, **checkpoint.flatten(restored or {})})
 
 
 def _restore_newest_good(ckpt, target):

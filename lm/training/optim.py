@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from lm.errors import ConfigError
-from lm.models import layers, registry
+from lm.models import layers, lora, registry
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
@@ -38,15 +38,17 @@ def weight_decay_mask(params):
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
-def frozen_mask(params, opt_cfg):
-  """True for each parameter that optimizer.freeze_* freezes."""
+def frozen_mask(params, opt_cfg, adapters_only: bool = False):
+  """True for each parameter that optimizer.freeze_* freezes; with `adapters_only` (LoRA) also for every parameter
+  that is neither a LoRA adapter nor a task head."""
   patterns = [re.compile(p.strip()) for p in opt_cfg.freeze_patterns.split(',') if p.strip()]
 
   def frozen(path, _):
-    name = layers.path_name(path)
+    name = layers.path_name(path).removesuffix('/.value')  # boxed (logically partitioned) leaves at init
     top = name.split('/')[0]
     block = re.fullmatch(r'block_(\d+)', top)
-    return ((opt_cfg.freeze_all_but_head and top not in registry.TASK_HEADS)
+    return ((adapters_only and not lora.is_adapter(name) and top not in registry.TASK_HEADS)
+            or (opt_cfg.freeze_all_but_head and top not in registry.TASK_HEADS)
             or (opt_cfg.freeze_embeddings and top == 'embeddings')
             or (block is not None and int(block.group(1)) < opt_cfg.freeze_layers)
             or any(p.search(name) for p in patterns))
@@ -75,16 +77,34 @@ def scale_by_layer(num_layers: int, decay: float) -> optax.GradientTransformatio
   return optax.stateless(scale)
 
 
-def _labels(params, opt_cfg):
-  labels = jax.tree.map(lambda f: 'frozen' if f else 'train', frozen_mask(params, opt_cfg))
+def freezes(config) -> bool:
+  """True when the run trains a subset of its parameters (optimizer.freeze_* or LoRA)."""
+  o = config.optimizer
+  return bool(o.freeze_embeddings or o.freeze_layers or o.freeze_all_but_head or o.freeze_patterns.strip()
+              or config.model.lora_rank)
+
+
+def frozen_paths(params, config) -> frozenset:
+  """The '/'-paths of the parameters this run does not train (empty when it trains all)."""
+  if not freezes(config):
+    return frozenset()
+  mask = frozen_mask(params, config.optimizer, adapters_only=bool(config.model.lora_rank))
+  return frozenset(layers.path_name(p) for p, f in jax.tree_util.tree_flatten_with_path(mask)[0] if f)
+
+
+def _labels(params, config):
+  mask = frozen_mask(params, config.optimizer, adapters_only=bool(config.model.lora_rank))
+  labels = jax.tree.map(lambda f: 'frozen' if f else 'train', mask)
   if 'train' not in jax.tree.leaves(labels):
-    raise ConfigError('optimizer.freeze_*: every parameter is frozen; leave something to train')
+    what = 'LoRA adapters and task heads' if config.model.lora_rank else 'parameters'
+    raise ConfigError(f'optimizer.freeze_*: every one of the {what} is frozen; leave something to train')
   return labels
 
 
 def build(config) -> optax.GradientTransformation:
   """The optax chain: optional global-norm clipping, AdamW with the schedule, optional layer-wise LR decay; frozen
-  parameters (optimizer.freeze_*) get a zero update and no optimizer state."""
+  parameters (optimizer.freeze_*, everything but adapters and heads under LoRA) get a zero update and no optimizer
+  state (and training/step.py computes no gradient for them)."""
   o = config.optimizer
   schedule = learning_rate_schedule(o, config.num_train_steps)
   parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
@@ -93,8 +113,8 @@ def build(config) -> optax.GradientTransformation:
   if o.layer_decay < 1.0:
     parts.append(scale_by_layer(config.model.num_layers, o.layer_decay))
   tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
-  if o.freeze_embeddings or o.freeze_layers or o.freeze_all_but_head or o.freeze_patterns.strip():
-    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, lambda p: _labels(p, o))
+  if freezes(config):
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, lambda p: _labels(p, config))
   if config.nonfinite_policy == 'skip':  # a step with NaN/Inf gradients changes nothing (counted in the state)
     tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_skipped_steps)
   return tx

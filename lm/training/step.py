@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from lm import objectives
 from lm.parallel import sharding
+from lm.store import checkpoint
 from lm.training import optim
 
 
@@ -49,24 +50,30 @@ def train_step(state, batch: dict, *, config, schedule):
   accum = config.grad_accum_steps
   denominators = {name: objectives.OBJECTIVES[name].denominator(batch) for name in config.objectives}
   step_rng = jax.random.fold_in(state.rng, state.step)
+  frozen = optim.frozen_paths(state.params, config)
 
-  def loss_fn(params, micro, rng):
+  def loss_fn(trained, micro, rng):
+    params = checkpoint.merge_params(state.params, trained) if frozen else trained
     outputs = forward(state.apply_fn, params, micro, config=config, train=True, rng=rng)
     return _objective_terms(outputs, micro, denominators, config)
 
+  # Frozen parameters are closed over, not differentiated: no gradient is computed for them at all.
+  trained = {k: v for k, v in checkpoint.flatten(state.params).items() if k not in frozen} if frozen else state.params
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum == 1:
-    (loss, terms), grads = grad_fn(state.params, batch, step_rng)
+    (loss, terms), grads = grad_fn(trained, batch, step_rng)
   else:
     micro = jax.tree.map(functools.partial(_split_microbatches, accum=accum), batch)
 
     def body(carry, xs):
-      out = grad_fn(state.params, xs[0], jax.random.fold_in(step_rng, xs[1]))
+      out = grad_fn(trained, xs[0], jax.random.fold_in(step_rng, xs[1]))
       return jax.tree.map(jnp.add, carry, out), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params, first, step_rng))
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, trained, first, step_rng))
     ((loss, terms), grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+  if frozen:  # the optimizer's frozen branch (set_to_zero) reads no gradient: zeros stand in
+    grads = checkpoint.merge_params(jax.tree.map(jnp.zeros_like, state.params), grads)
   new_state = state.apply_gradients(grads=grads)
   out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()},
          'train/grad_norm': optax.tree.norm(grads), 'train/param_norm': optax.tree.norm(new_state.params),
