@@ -10,6 +10,8 @@ chip's HBM), FLOPs per step (the 6N + 12LdT model count; XLA's own count sees a 
 time at 50% MFU, and whether it fits; the last line is one JSON object. Topology names: v5p-N and v4-N count
 TensorCores (2 per chip: v5p-128 is 64 chips, 4x4x4), v5e-N and v6e-N count chips (v6e-256 is 16x16); a physical
 form such as 'v5p:4x4x4' is taken as is. --num_slices=K compiles for K such slices joined by DCN (mesh.dcn_data=K).
+--topology=cpu compiles for this machine's CPU devices instead (no libtpu): the same memory report against host
+memory, e.g. to compare a LoRA fine-tune's state and step memory with full fine-tuning's.
 """
 import json
 

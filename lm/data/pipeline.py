@@ -279,11 +279,11 @@ def eval_sets(config: ml_collections.ConfigDict, rows: Examples, process_index: 
 
 
 def batch_spec(config: ml_collections.ConfigDict) -> dict:
-  """{key: jax.ShapeDtypeStruct} of one global pretraining batch: the keys, shapes and dtypes the real pipeline
-  yields, taken from its own example maker over a small synthetic stream (no corpus or tokenizer is read). For
-  ahead-of-time compilation (lm.aot)."""
-  if config.data.task != 'pretrain':
-    raise DataError(f"data.task={config.data.task!r}: batch shapes without data exist for 'pretrain' only")
+  """{key: jax.ShapeDtypeStruct} of one global pretraining (or SFT) batch: the keys, shapes and dtypes the real
+  pipeline yields, taken from its own example maker over a small synthetic stream (no corpus or tokenizer is
+  read). For ahead-of-time compilation (lm.aot). SFT rows (instructions.py) carry the keys of packed LM rows."""
+  if config.data.task not in ('pretrain', 'sft'):
+    raise DataError(f"data.task={config.data.task!r}: batch shapes without data exist for 'pretrain' and 'sft' only")
   length = 4 * (config.seq_len + 1)
   tokens = np.arange(length, dtype=np.int32) % (config.model.vocab_size - tokenizer_lib.NUM_SPECIAL_IDS) \
       + tokenizer_lib.NUM_SPECIAL_IDS

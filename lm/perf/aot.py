@@ -47,7 +47,10 @@ def topology_name(name: str) -> str:
 
 
 def topology_devices(name: str, num_slices: int):
-  """The compile-only devices of a TPU topology (needs libtpu; UsageError with the fix when it is missing)."""
+  """The compile-only devices of a TPU topology (needs libtpu; UsageError with the fix when it is missing), or
+  this machine's CPU devices for 'cpu' (memory analysis of a step without an accelerator)."""
+  if name == 'cpu':
+    return jax.devices('cpu')
   from jax.experimental import topologies
   os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5p-8')  # silences libtpu's search for a local TPU
   os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
@@ -77,6 +80,8 @@ def report(config, devices, compiled, num_params: int, mesh, topology: str, num_
   """Per-chip memory and FLOPs of the compiled step, and whether it fits in HBM."""
   kind = devices[0].device_kind
   hbm = next((size for key, size in _HBM_BYTES if key in kind.lower()), 0.0)
+  if devices[0].platform == 'cpu':  # host memory, shared by the CPU devices of this process
+    hbm = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / len(devices)
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
