@@ -191,3 +191,25 @@ def test_peft_loads_the_adapters_and_merged_export_equals_them(name, tmp_path):
   merged = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'merged')).eval()
   with torch.no_grad():
     np.testing.assert_allclose(merged(torch.tensor([ids])).logits[0].numpy(), ours, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['bert_tiny', 't5_tiny'])
+def test_every_family_takes_adapters_and_starts_from_its_base(family):
+  """The encoder (BERT) and the encoder-decoder (T5: self- and cross-attention) carry adapters on their attention
+  projections, and with B = 0 compute exactly what their base does."""
+  import importlib
+  config = importlib.import_module(f'configs.{family}').get_config('test')
+  batch = registry.example_batch(config)
+  plain = registry.build(config.model)
+  base_params = nn.unbox(plain.init(jax.random.PRNGKey(0), batch))['params']
+  config.model.lora_rank = 2
+  adapted = registry.build(config.model)
+  params = nn.unbox(adapted.init(jax.random.PRNGKey(1), batch))['params']
+  adapters = [k for k in checkpoint.flatten(params) if lora.is_adapter(k)]
+  assert adapters and (family != 't5_tiny' or any('/cross/' in k for k in adapters))
+  params = checkpoint.merge_params(params, checkpoint.flatten(base_params))
+  ours, theirs = adapted.apply({'params': params}, batch), plain.apply({'params': base_params}, batch)
+  assert set(ours) == set(theirs)
+  for key in ours:
+    assert bool(jnp.all(ours[key] == theirs[key])), key

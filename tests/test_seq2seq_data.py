@@ -259,3 +259,14 @@ def test_unknown_source_and_empty_split_are_refused(tmp_path):
   path = write_jsonl(tmp_path / 'a.jsonl', [{'source': 'a', 'target': 'b'}])
   with pytest.raises(DataError, match=r"^data: the eval split of 'jsonl' has no \(source, target\) pairs"):
     seq2seq.get_records(seq2seq_config(source='jsonl', path=path, eval_fraction=0.0).data, 'eval')
+
+
+def test_split_identifiers_writes_compound_names_as_words_for_the_encoder():
+  code = 'def get_terminal_size(self):\n    return HTTPServer2(self._parse_header(line), x)'
+  assert seq2seq.split_identifiers(code) == ('def get terminal size(self):\n    return http server 2(self.parse '
+                                             'header(line), x)')
+  data = base.get_config().data
+  data.task_prefix = 'summarize: '
+  assert seq2seq.encoder_text(data, code) == 'summarize: ' + code  # off by default
+  data.split_identifiers = True
+  assert seq2seq.encoder_text(data, code).startswith('summarize: def get terminal size(self):')

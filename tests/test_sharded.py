@@ -99,6 +99,20 @@ def test_bloom_and_opt_layouts_train_sharded_like_one_device(tiny_config, batche
     assert state.params['embeddings']['position']['embedding'].shape == (64 + 2, 64)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('scan', [False, True])
+def test_lora_adapters_train_sharded_like_one_device(tiny_config, batches, scan):
+  """Adapters carry their kernels' logical axes (the rank unsharded); the frozen base and the adapters on (2,2,2)."""
+  config = tiny_config.copy_and_resolve_references()
+  config.model.lora_rank, config.model.scan_layers = 4, scan
+  config.model.lora_targets = r'(attn/(query|value)|mlp/fc_in)/kernel$'
+  losses, state = run_steps(config, (2, 2, 2), batches[:2])
+  np.testing.assert_allclose(losses, run_steps(config, (1, 1, 1), batches[:2])[0], rtol=1e-5)
+  query = state.params['blocks' if scan else 'block_0']['attn']['query']
+  assert tuple(query['lora_b'].sharding.spec)[-2:] == ('tensor', None)
+  assert float(np.abs(np.asarray(query['lora_b'])).max()) > 0  # the adapters moved
+
+
 @pytest.fixture(scope='module')
 def bert_setup():
   from configs import bert_tiny
