@@ -175,7 +175,7 @@ def test_finetuning_a_converted_decoder_needs_no_model_key(name, workdirs, capsy
   config = gpt_tiny_classify.get_config('test') if name == 'gpt2' else gpt_tiny_sft.get_config()
   config.init_from, config.seq_len, config.batch_size = workdirs[name], 64, 8
   config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
-  config.forgetting_every_steps, config.num_samples = 0, 0
+  config.forgetting_every_steps, config.num_samples, config.eval_steps = 0, 0, 2  # 2 eval batches, not the split
   changed = inherit.adopt_pretrained(config)
   assert changed['model.vocab_size'] == (8192 if name == 'llama' else 1024, 300)
   if name == 'llama':

@@ -88,6 +88,7 @@ def _step_flops(config, batch: dict) -> float:
   return compiled.cost_analysis()['flops']
 
 
+@pytest.mark.slow  # two compiles of the train step (~20 s)
 def test_no_gradient_is_computed_for_the_frozen_base(tiny_config, tiny_data, tmp_path):
   """The base parameters are closed over, not differentiated (training/step.py): XLA's count of the LoRA step's
   FLOPs drops by about the weight gradients' third (2 of the 6 FLOPs per parameter and token)."""
