@@ -101,7 +101,7 @@ def test_unknown_key_and_wrong_type_in_a_config_file():
 
 
 @pytest.mark.parametrize('key,value,needle', [
-    ('model.position', 'alibi', 'model.position'),
+    ('model.position', 'sinusoidal', 'model.position'),
     ('model.d_model', 250, 'model.d_model'),
     ('num_train_steps', 0, 'num_train_steps'),
     ('model.dropout', 1.5, 'model.dropout'),
