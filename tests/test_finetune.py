@@ -339,6 +339,12 @@ def test_init_from_refuses_to_reinitialise_a_pretrained_parameter(bert_run):
   params = jax.tree.map(jnp.asarray, params)
   with pytest.raises(ConfigError, match=r'has no parameter adapter/kernel \(1 of'):
     pretrained.load_pretrained(bert_run[0], params, config)
+  del params['adapter']  # a parameter of another shape (a config that bypassed inherit.adopt_pretrained)
+  params['block_0']['mlp']['fc_in']['bias'] = jnp.zeros((128,))
+  config.model.d_ff = 128
+  with pytest.raises(ConfigError, match=r'parameter block_0/mlp/fc_in/bias has shape \(256,\) .* but \(128,\) in this '
+                                        r'model; model.d_ff=128 here but 256 there'):
+    pretrained.load_pretrained(bert_run[0], params, config)
 
 
 def test_freeze_masks_by_pattern_and_all_but_head():

@@ -32,7 +32,8 @@ def architecture_keys(config: ml_collections.ConfigDict) -> list[str]:
   return model + [f'data.{k}' for k in TOKENIZER_DATA_KEYS]
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str):
+def value(config: ml_collections.ConfigDict, dotted: str):
+  """config['model']['d_ff'] for 'model.d_ff'."""
   section, key = dotted.split('.')
   return config[section][key]
 
@@ -49,7 +50,7 @@ def adopt_pretrained(config: ml_collections.ConfigDict, explicit: Iterable[str] 
   pretrained = resume.init_from_config(config.init_from)
   explicit, changed = set(explicit), {}
   for dotted in architecture_keys(config):
-    ours, theirs = _get(config, dotted), _get(pretrained, dotted)
+    ours, theirs = value(config, dotted), value(pretrained, dotted)
     if ours == theirs:
       continue
     if dotted in explicit:
@@ -62,8 +63,6 @@ def adopt_pretrained(config: ml_collections.ConfigDict, explicit: Iterable[str] 
 
 
 def describe(changed: dict[str, tuple], init_from: str) -> str:
-  """The one line a run prints about what adopt_pretrained took from init_from ('' when nothing changed)."""
-  if not changed:
-    return ''
+  """The one line a run prints about what adopt_pretrained took from init_from."""
   items = ', '.join(f'{k}={new!r} (config: {old!r})' for k, (old, new) in changed.items())
   return f'init_from {init_from}: architecture taken from that run: {items}'

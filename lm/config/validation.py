@@ -216,11 +216,10 @@ def _check_init_from(config):
     return
   pretrained = resume.init_from_config(config.init_from)
   for dotted in inherit.architecture_keys(config):
-    section, key = dotted.split('.')
-    if config[section][key] != pretrained[section][key]:
-      raise ConfigError(f'{dotted}={config[section][key]!r} here but {pretrained[section][key]!r} in init_from='
-                        f'{config.init_from}; leave it out (lm.main takes it from that run) or set '
-                        f'--config.{dotted}={pretrained[section][key]}')
+    ours, theirs = inherit.value(config, dotted), inherit.value(pretrained, dotted)
+    if ours != theirs:
+      raise ConfigError(f'{dotted}={ours!r} here but {theirs!r} in init_from={config.init_from}; leave it out '
+                        f'(lm.main takes it from that run) or set --config.{dotted}={theirs}')
 
 
 def _check_lora(config):

@@ -145,8 +145,7 @@ def to_hf(workdir: str, hf_dir: str, step: int | None = None, merge_lora: bool =
   hf_cfg = {**layout.hf_config(run.config.model), 'torch_dtype': 'float32',
             **heads.label_config(run.config.model, run.config.data.tag_names)}
   hf_cfg.update(layout.token_ids(run.tokenizer) if hasattr(layout, 'token_ids') else _special_ids(run.tokenizer))
-  flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32)
-                     for k, v in checkpoint.flatten(params).items()})
+  flat = _host_arrays(params)
   if heads.task_head(arch):  # a task class has no place for the base model's pretraining heads
     flat = {k: v for k, v in flat.items() if not k.startswith(heads.pretraining_heads(run.config.model))}
   tensors = _export_tensors(flat, layout.tensor_rules(run.config.model), workdir)
@@ -170,17 +169,21 @@ def to_peft(workdir: str, out_dir: str, step: int | None = None) -> dict:
     raise ConfigError(f'to_peft exports the adapters of a language model; {workdir} has a task head ({arch}): '
                       'use to_hf --merge_lora')
   layout = architectures.ARCHITECTURES[arch].layout
-  flat = _unstacked({k: np.asarray(sharding.to_host(v), np.float32) for k, v in checkpoint.flatten(run.params).items()})
-  conv1d = getattr(layout, 'CONV1D', False)
-  tensors, ranks, alphas = peft_export.adapters(flat, layout.tensor_rules(m), m, conv1d)
-  modules = sorted({name.removeprefix('base_model.model.').rsplit('.lora_', 1)[0] for name in tensors})
+  flat = _host_arrays(run.params)
+  tensors, adapter_config = peft_export.export(flat, layout.tensor_rules(m), m, getattr(layout, 'CONV1D', False),
+                                               run.config.init_from)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, peft_export.CONFIG_FILE), 'w') as f:
-    json.dump(peft_export.adapter_config(m, modules, ranks, alphas, conv1d, run.config.init_from), f, indent=2)
-  safetensors_io.write_tensors(tensors, out_dir, 'adapter_model.safetensors')
-  adapter_size = sum(v.size for k, v in flat.items() if lora.is_adapter(k))
-  return {'architecture': arch, 'modules': len(modules), 'adapter_parameters': int(adapter_size),
-          'adapter_fraction': adapter_size / sum(v.size for v in flat.values()), 'out_dir': out_dir, 'step': run.step}
+    json.dump(adapter_config, f, indent=2)
+  safetensors_io.write_tensors(tensors, out_dir, peft_export.TENSORS_FILE)
+  size = int(sum(v.size for k, v in flat.items() if lora.is_adapter(k)))
+  return {'architecture': arch, 'modules': len(adapter_config['target_modules']), 'adapter_parameters': size,
+          'adapter_fraction': size / sum(v.size for v in flat.values()), 'out_dir': out_dir, 'step': run.step}
+
+
+def _host_arrays(params) -> dict:
+  """{'block_0/attn/query/kernel': float32 numpy array} of a run's parameters, scanned blocks unstacked."""
+  return _unstacked({k: np.asarray(sharding.to_host(v), np.float32) for k, v in checkpoint.flatten(params).items()})
 
 
 def _special_ids(tokenizer) -> dict:

@@ -15,10 +15,18 @@ import dataclasses
 import importlib
 import types
 
+from lm.models import lora
+
 # Top-level modules a fine-tune adds to a pretrained network: init_from creates them fresh (anything else missing from
 # the checkpoint is an error), and optimizer.freeze_all_but_head trains only them.
 TASK_HEADS = ('class_head', 'qa_head', 'tag_head')  # heads.TASK_HEAD_NAMES
 DEFAULT = 'gpt'  # config.model.type of the base config
+
+
+def added_by_finetuning(path: str) -> bool:
+  """True for the '/'-path of a parameter a fine-tune adds to a pretrained network: a task head's or a LoRA
+  adapter's (init_from creates them fresh, LoRA trains and checkpoints only them)."""
+  return path.split('/')[0] in TASK_HEADS or lora.is_adapter(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from lm.errors import CheckpointError, SaveError
-from lm.models import layers, lora, registry
+from lm.models import layers, registry
 from lm.store import paths
 
 BEST_DIR = 'best'  # <workdir>/best/<step>: the best checkpoint so far (one), see training/hooks.BestCheckpoint
@@ -89,12 +89,7 @@ def persistent_params(params, model_cfg):
   heads — the frozen base is init_from's, loaded from there again on resume and by workdir.load."""
   if not model_cfg.lora_rank:
     return params
-  def keep(node, prefix: str):
-    if not isinstance(node, dict):
-      return node if lora.is_adapter(prefix) or prefix.split('/')[0] in registry.TASK_HEADS else None
-    kept = {k: keep(v, f'{prefix}/{k}' if prefix else k) for k, v in node.items()}
-    return {k: v for k, v in kept.items() if v is not None} or None
-  return keep(dict(params), '') or {}
+  return unflatten({k: v for k, v in flatten(params).items() if registry.added_by_finetuning(k)})
 
 
 def persistent_state(state, model_cfg):

@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 
 from lm.config import resume
 from lm.errors import ConfigError
-from lm.models import lora, registry
+from lm.models import registry
 from lm.store import checkpoint, paths
 
 
@@ -42,8 +42,7 @@ def load_pretrained(init_from: str, params, config, report: bool = True) -> dict
       raise ConfigError(f'init_from: parameter {name} has shape {tuple(saved[name].shape)} in {init_from} but '
                         f'{tuple(ours[name].shape)} in this model{_mismatch_hint(init_from, config)}')
   loaded = sorted(set(saved) & set(ours))
-  missing = [name for name in sorted(set(ours) - set(saved))
-             if name.split('/')[0] not in registry.TASK_HEADS and not lora.is_adapter(name)]
+  missing = [name for name in sorted(set(ours) - set(saved)) if not registry.added_by_finetuning(name)]
   if missing:
     unused = sorted(set(saved) - set(ours))
     raise ConfigError(f'init_from: {init_from} has no parameter {missing[0]} ({len(missing)} of this model\'s '

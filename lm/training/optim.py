@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from lm.errors import ConfigError
-from lm.models import layers, lora, registry
+from lm.models import layers, registry
 
 
 def learning_rate_schedule(opt_cfg, num_train_steps: int) -> optax.Schedule:
@@ -47,7 +47,7 @@ def frozen_mask(params, opt_cfg, adapters_only: bool = False):
     name = layers.path_name(path).removesuffix('/.value')  # boxed (logically partitioned) leaves at init
     top = name.split('/')[0]
     block = re.fullmatch(r'block_(\d+)', top)
-    return ((adapters_only and not lora.is_adapter(name) and top not in registry.TASK_HEADS)
+    return ((adapters_only and not registry.added_by_finetuning(name))
             or (opt_cfg.freeze_all_but_head and top not in registry.TASK_HEADS)
             or (opt_cfg.freeze_embeddings and top == 'embeddings')
             or (block is not None and int(block.group(1)) < opt_cfg.freeze_layers)
