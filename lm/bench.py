@@ -13,6 +13,11 @@ data: tokens/s of the real input pipeline alone (grain iterator, tokenizer and t
 decode: causal models only; generation tokens/s with the KV cache and without it (inference/sampling.py).
 --vs_torch: also a Hugging Face GPT2LMHeadModel step of the same shape (torch eager, AdamW, same batch), its steps
   interleaved with ours; prints torch_tokens_per_sec and speedup_vs_torch (needs requirements-test.txt).
+--compare key=value[,value...] (repeatable: every combination): an in-process A/B of the train step. Each variant
+  (the config with that key set) is compiled in this process, their timed steps interleaved (with --vs_torch the
+  torch step's too), and a table gives tokens/s, the ratio to the first variant, compile seconds, XLA's temp and
+  argument memory and the loss after; the last line is the JSON of it. E.g.
+    python -m lm.bench --config=configs/bench_gpt2.py:small --compare=model.loss_chunk_size=0,2048 --vs_torch
 """
 import json
 import os
@@ -33,6 +38,8 @@ _VS_TORCH = flags.DEFINE_bool('vs_torch', False, 'train: also time an eager PyTo
 _DECODE_TOKENS = flags.DEFINE_integer('decode_tokens', 128, 'decode: new tokens per prompt.')
 _DECODE_BATCH = flags.DEFINE_integer('decode_batch', 1, 'decode: prompts decoded together.')
 _PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'decode: tokens per prompt.')
+_COMPARE = flags.DEFINE_multi_string('compare', [], 'key=value[,value...]: time the train step of each value in '
+                                     'this process, interleaved (repeat the flag for every combination).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'decode: timed runs after the compiling one (the median).')
 
 
@@ -44,6 +51,43 @@ def _print_table(results: dict) -> None:
     else:
       shown = str(value)
     print(f'  {key:<{width}}  {shown}', flush=True)
+
+
+def _print_comparison(result: dict) -> None:
+  columns = ('tokens_per_sec', 'ratio', 'speedup_vs_torch', 'step_seconds', 'compile_seconds', 'temp_gib',
+             'argument_gib', 'loss_after')
+  rows = result['variants']
+  width = max(len(label) for label in rows)
+  shown = [c for c in columns if any(c in figures for figures in rows.values())]
+  print(f'  {"variant":<{width}}  ' + '  '.join(f'{c:>16}' for c in shown), flush=True)
+  for label, figures in rows.items():
+    cells = (f'{figures[c]:>16,.4f}' if c in figures else f'{"-":>16}' for c in shown)
+    print(f'  {label:<{width}}  ' + '  '.join(cells), flush=True)
+  if 'torch_tokens_per_sec' in result:
+    print(f'  torch (eager GPT2LMHeadModel): {result["torch_tokens_per_sec"]:,.1f} tokens/s', flush=True)
+
+
+def _compare(config, modes: list[str]) -> dict:
+  """--compare: every variant's real batch (shared where the input does not change), then measure.compare."""
+  import jax
+
+  from lm.config import validation
+  from lm.errors import UsageError
+  from lm.perf import measure, variants
+  if modes != list(_MODES) and modes != ['train']:
+    raise UsageError('--compare times the train step: drop --mode (or give --mode=train)')
+  configs = variants.parse(_COMPARE.value, config)
+  batches, by_key = {}, {}
+  for label, variant in configs.items():
+    validation.validate(variant, num_devices=jax.device_count(), process_count=jax.process_count())
+    key = variants.batch_key(variant)
+    if key not in by_key:
+      by_key[key] = next(measure.real_batches(variant))
+    batches[label] = by_key[key]
+  if _VS_TORCH.value:
+    from lm.perf import torch_gpt2
+    torch_gpt2.check_comparable(next(iter(configs.values())))
+  return measure.compare(configs, batches, steps=_STEPS.value, warmup=_WARMUP.value, vs_torch=_VS_TORCH.value)
 
 
 def main(argv):
@@ -58,6 +102,18 @@ def main(argv):
   from lm.perf import measure
   config, _ = cli.loaded_config(_CONFIG)
   modes = list(dict.fromkeys(_MODE.value))
+  if _COMPARE.value:
+    try:
+      result = _compare(config, modes)
+    except LmError as e:
+      cli.fail(e)
+    result.update(device=str(jax.devices()[0].device_kind), jax_version=jax.__version__,
+                  xla_flags=os.environ.get('XLA_FLAGS', ''), compare=_COMPARE.value)
+    print(f'lm.bench --compare ({config.model.type}, {jax.devices()[0].device_kind}, median of {_STEPS.value} '
+          'interleaved steps each):', flush=True)
+    _print_comparison(result)
+    print(json.dumps(result), flush=True)
+    return
   try:
     validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     if modes == ['decode'] and not registry.get(config.model.type).causal:

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lm import chunked_cross_entropy
+
 
 class Objective(NamedTuple):
   """`sums(outputs, batch, config)` -> dict of per-batch sums with key 'loss'; `denominator(batch)` -> their count;
@@ -39,10 +41,21 @@ def token_cross_entropy(logits, targets, weights) -> dict:
   return {'loss': jnp.sum(nll * weights), 'accuracy': jnp.sum(correct * weights)}
 
 
+def lm_head_cross_entropy(outputs, targets, weights, config) -> dict:
+  """`token_cross_entropy` of a model's vocabulary logits; with config.loss_chunk_size > 0 fused with the LM head
+  over vocabulary chunks (lm/chunked_cross_entropy.py: outputs 'lm_hidden' and 'lm_table', no whole logits)."""
+  chunk = config.get('loss_chunk_size', 0)
+  if not chunk:
+    return token_cross_entropy(outputs['logits'], targets, weights)
+  hidden = outputs['lm_hidden']
+  loss, correct = chunked_cross_entropy.chunked_cross_entropy(
+      hidden.reshape(-1, hidden.shape[-1]), outputs['lm_table'], targets.reshape(-1), weights.reshape(-1), chunk)
+  return {'loss': loss, 'accuracy': correct}
+
+
 def clm_sums(outputs, batch, config) -> dict:
   """Causal LM: next-token prediction on every position whose target is in the same document."""
-  del config
-  return token_cross_entropy(outputs['logits'], batch['targets'], batch['weights'])
+  return lm_head_cross_entropy(outputs, batch['targets'], batch['weights'], config)
 
 
 def seq2seq_sums(outputs, batch, config) -> dict:

@@ -152,3 +152,77 @@ def test_measure_all_in_process(tiny_config, tiny_data):
   assert report['batch_tokens'] == config.batch_size * config.seq_len and math.isfinite(report['loss_after'])
   assert report['tokens_per_sec'] > 0 and report['data_tokens_per_sec'] > 0 and 'decode_tokens_per_sec' not in report
   assert report['data_vs_step'] == pytest.approx(report['data_tokens_per_sec'] / report['tokens_per_sec'])
+
+
+@SLOW
+@pytest.mark.parametrize('length, causal', [(200, True), (16, False)])
+def test_segments_mask_built_per_block_equals_the_dense_mask(length, causal):
+  """layers.Segments (the packed-document mask made inside each query block from [B, T] ids) computes exactly what
+  the dense [B, 1, T, T] mask did: outputs and gradients bitwise."""
+  keys = jax.random.split(jax.random.PRNGKey(1), 4)
+  q = jax.random.normal(keys[0], (2, length, 4, 8))
+  k, v = (jax.random.normal(key, (2, length, 2, 8)) for key in keys[1:3])
+  segments = jnp.array([[1] * (length // 3) + [2] * (length - length // 3 - 5) + [0] * 5, [1] * length])
+  probe = jax.random.normal(keys[3], q.shape)
+  outputs = []
+  for mask in (layers.attention_mask(segments), layers.Segments(segments)):
+    fn = jax.jit(lambda q, k, v, mask=mask: layers.einsum_attention(q, k, v, mask, causal))
+    grad = jax.jit(jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v) * probe), argnums=(0, 1, 2)))
+    outputs.append((fn(q, k, v), *grad(q, k, v)))
+  for dense, per_block in zip(*outputs):
+    np.testing.assert_array_equal(dense, per_block)
+
+
+@pytest.mark.parametrize('vocab, chunk_size', [pytest.param(1000, 128, marks=SLOW), (1000, 333),
+                                               pytest.param(1024, 4096, marks=SLOW),
+                                               pytest.param(997, 100, marks=SLOW)])
+def test_chunked_cross_entropy_equals_the_plain_loss_and_its_gradients(vocab, chunk_size):
+  """lm/chunked_cross_entropy.py against objectives.token_cross_entropy of the whole logits: the weighted NLL sum
+  and accuracy count, and the gradients w.r.t. the hidden states and the table, within 1e-5 (padded vocabularies
+  too: 997 is prime)."""
+  from lm import chunked_cross_entropy, objectives
+  rng = np.random.default_rng(0)
+  hidden = jnp.asarray(rng.normal(size=(48, 16)), jnp.float32)
+  table = jnp.asarray(rng.normal(size=(vocab, 16)) * 0.5, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, vocab, 48))
+  weights = jnp.asarray(rng.integers(0, 2, 48), jnp.float32)
+  plain = lambda h, t: tuple(objectives.token_cross_entropy(h @ t.T, targets, weights)[k]
+                              for k in ('loss', 'accuracy'))
+  fused = lambda h, t: chunked_cross_entropy.chunked_cross_entropy(h, t, targets, weights, chunk_size)
+  np.testing.assert_allclose(jax.jit(fused)(hidden, table), plain(hidden, table), rtol=1e-6)
+  grads = [jax.jit(jax.grad(lambda h, t, fn=fn: fn(h, t)[0], argnums=(0, 1)))(hidden, table) for fn in (fused, plain)]
+  for ours, reference in zip(*grads):
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_compare_variants_parse_typed_values_and_refuse_bad_specs():
+  """--compare key=value[,value...]: one config per value (every combination over several flags), values typed as
+  the config's key; an unknown key, a wrong type or a spec without '=' is one line naming --compare."""
+  from lm.errors import UsageError
+  from lm.perf import variants
+  config = base.get_config()
+  found = variants.parse(['loss_chunk_size=0,4096', 'model.attention_impl=einsum,xla'], config)
+  assert list(found) == ['loss_chunk_size=0 model.attention_impl=einsum', 'loss_chunk_size=0 model.attention_impl=xla',
+                         'loss_chunk_size=4096 model.attention_impl=einsum',
+                         'loss_chunk_size=4096 model.attention_impl=xla']
+  assert found['loss_chunk_size=4096 model.attention_impl=xla'].loss_chunk_size == 4096
+  assert variants.parse(['step_norms=false'], config)['step_norms=False'].step_norms is False
+  assert config.loss_chunk_size == 0  # the command's config is left as it was
+  for spec, message in [('model.no_such=1', "no key 'model.no_such'"), ('loss_chunk_size=big', 'not a int'),
+                        ('loss_chunk_size', 'write key=value'), ('step_norms=maybe', 'not a bool')]:
+    with pytest.raises(UsageError, match=message):
+      variants.parse([spec], config)
+
+
+@SLOW
+def test_compare_times_variants_in_one_process(tiny_config, tiny_data):
+  """lm.bench --compare's library: both variants compiled and stepped interleaved on the same real batch; the
+  chunked loss gives the plain loss after the same steps and holds less XLA temp memory."""
+  from lm.perf import measure, variants
+  configs = variants.parse(['loss_chunk_size=0,256'], tiny_config.copy_and_resolve_references())
+  batch = next(measure.real_batches(tiny_config))
+  result = measure.compare(configs, dict.fromkeys(configs, batch), steps=2, warmup=1, vs_torch=False)
+  plain, chunked = result['variants']['loss_chunk_size=0'], result['variants']['loss_chunk_size=256']
+  assert plain['ratio'] == 1.0 and chunked['ratio'] > 0 and chunked['tokens_per_sec'] > 0
+  assert chunked['loss_after'] == pytest.approx(plain['loss_after'], rel=1e-5)
+  assert chunked['temp_gib'] < plain['temp_gib']

@@ -85,6 +85,15 @@ def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
                state.params, reference[1].params)
 
 
+def test_chunked_loss_trains_sharded_like_the_plain_loss_on_one_device(tiny_config, batches, reference):
+  """loss_chunk_size: the fused LM head + cross-entropy over strided vocabulary chunks, with the vocabulary sharded
+  over 'tensor' and the tokens over data x fsdp, gives the plain loss's steps on one device."""
+  config = tiny_config.copy_and_resolve_references()
+  config.loss_chunk_size = 300  # 1024 rows: 4 chunks of 256, strided over the tensor-sharded table
+  losses, _ = run_steps(config, (2, 2, 2), batches)
+  np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('layout', ['bloom_tiny'])  # opt_tiny: learned positions + ReLU, nothing new to shard
 def test_bloom_and_opt_layouts_train_sharded_like_one_device(tiny_config, batches, layout):

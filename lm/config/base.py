@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.generation_eval_examples = 0  # seq2seq: held-out sources decoded at each evaluation -> eval/bleu, eval/rouge*
   c.generation_num_beams = 1  # beams of those decodings (1 = greedy)
   c.generation_max_new_tokens = 0  # their length limit (0 = data.target_len, else seq_len)
+  c.step_norms = True  # log train/grad_norm and train/param_norm (two reductions over the parameters per step)
+  c.loss_chunk_size = 0  # clm objective: LM head + cross-entropy fused over vocabulary chunks of this many columns,
+  # never holding the [tokens, vocab] logits whole (lm/chunked_cross_entropy.py; 0 = plain logits)
   c.z_loss = 0.0  # 'seq2seq' objective: + z_loss * log(Z)^2 per target token (PaLM / t5x use 1e-4; 0 = off)
 
   c.model = _model()  # network shape and numerics
@@ -112,6 +115,8 @@ def _data() -> ml_collections.ConfigDict:
   d.target_key = 'target'  # seq2seq: field of the target text (wmt14_translate/de-en: 'en'; cnn_dailymail: highlights)
   d.task_prefix = ''  # seq2seq: text put before every source, e.g. 'translate German to English: ', 'summarize: '
   d.split_identifiers = False  # seq2seq: write a source's compound identifiers as words ('get_size' -> 'get size')
+  d.code_packages = ''  # seq2seq 'embedded' (code summarization): installed packages, comma-separated import names
+  # (e.g. 'numpy,jax'), whose functions join the TRAINING split; eval stays the standard library's held-out files
   d.target_len = 0  # encoder-decoder: decoder tokens per example (0 = span corruption's length for seq_len inputs,
   # or seq_len for seq2seq); longer seq2seq targets are truncated (eos kept) and counted
   d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted

@@ -33,7 +33,7 @@ POSITIVE = ('generation_num_beams', 'num_train_steps',
             'data.tokenizer_sentences', 'data.num_threads', 'data.store_shard_documents')
 NON_NEGATIVE = ('eval_every_steps', 'eval_steps', 'early_stopping_patience', 'forgetting_every_steps',
                 'model.num_labels', 'model.num_kv_heads', 'model.head_dim', 'model.num_decoder_layers',
-                'data.target_len', 'data.num_sentinels', 'z_loss', 'generation_eval_examples',
+                'data.target_len', 'data.num_sentinels', 'z_loss', 'loss_chunk_size', 'generation_eval_examples',
                 'generation_max_new_tokens', 'optimizer.freeze_layers', 'num_samples',
                 'sample_max_new_tokens',
                 'sample_temperature', 'data.max_documents', 'data.prefetch', 'data.tokenizer_sample_bytes',
@@ -139,6 +139,9 @@ def _check_data_and_objectives(config):
     if name not in family.objectives:
       serving = tuple(f.name for f in registry.FAMILIES.values() if name in f.objectives)
       raise ConfigError(f'objectives.{name} needs model.type in {serving}, not {config.model.type!r}')
+  if config.loss_chunk_size and 'clm' not in config.objectives:
+    raise ConfigError(f'loss_chunk_size={config.loss_chunk_size} fuses the clm objective\'s LM head and loss, but '
+                      f'objectives={dict(config.objectives)} has no clm; set --config.loss_chunk_size=0')
 
 
 # data.task -> (the objectives it feeds, the sources it reads); the model families that take it: Family.tasks

@@ -8,7 +8,8 @@ from lm.models import heads, layers
 
 class Decoder(nn.Module):
   """Causal language model. Takes a batch dict (`inputs`, optional `positions`, `segment_ids`); returns
-  {'logits': float32 [B, T, vocab]}, plus the task head's outputs (heads.task_outputs: 'class_logits' from the
+  {'logits': float32 [B, T, vocab], 'lm_hidden': the head's input [B, T, d], 'lm_table': its weights [vocab, d]},
+  plus the task head's outputs (heads.task_outputs: 'class_logits' from the
   last non-pad token, 'start_logits' / 'end_logits', or 'tag_logits').
 
   decode=True runs against a KV cache (the mutable 'cache' collection, see layers.Attention); the batch then also
@@ -25,12 +26,16 @@ class Decoder(nn.Module):
       x = x[:, -1:]
     if cfg.tie_embeddings:
       logits = embeddings.attend(x)
+      table = lambda: nn.meta.unbox(embeddings.variables['params']['token']['embedding'])
     else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='lm_head',
-                        kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))(x)
+      lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='lm_head',
+                         kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))
+      logits = lm_head(x)
+      table = lambda: nn.meta.unbox(lm_head.variables['params']['kernel']).T
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     out = {'logits': logits.astype(jnp.float32)}
-    if not decode:  # jit drops the unused vocabulary projection when only a task head is trained
+    if not decode:  # jit drops what no objective reads: the logits when only a task head trains or the loss is chunked
+      out.update(lm_hidden=x, lm_table=table())  # the head's input and [V, d] weights (chunked_cross_entropy)
       out.update(heads.task_outputs(cfg, x, lambda: heads.last_token(x, batch.get('segment_ids')), train))
     return out
 

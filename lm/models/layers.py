@@ -6,6 +6,7 @@ Every parameter carries logical axis names (`batch`, `length`, `embed`, `mlp`, `
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -138,6 +139,20 @@ def attention_mask(segment_ids: jax.Array | None) -> jax.Array | None:
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None, :, :]
 
 
+class Segments(NamedTuple):
+  """Self-attention's mask given as packed documents: query i sees key j iff ids[i] == ids[j]. Attention builds
+  the [B, 1, t, s] part each query block needs from the [B, T] ids (`mask_block`), so no [B, 1, T, T] mask is
+  made or kept for the backward pass."""
+  ids: jax.Array
+
+
+def mask_block(mask, start: int, end: int, key_end: int):
+  """Rows start:end, keys :key_end of a mask: a boolean [B, 1, T, S] array, `Segments`, or None (no mask)."""
+  if isinstance(mask, Segments):
+    return (mask.ids[:, None, start:end, None] == mask.ids[:, None, None, :key_end])
+  return None if mask is None else mask[:, :, start:end, :key_end]
+
+
 def _softmax_attend(q, k, v, mask, causal: bool, offset: int, bias=None, scale: float | None = None):
   """Head-major q [B, H, t, D] against k, v [B, Hkv, s, D]; query i sits at position offset + i for causality.
 
@@ -176,22 +191,23 @@ def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Ar
                      scale: float | None = None) -> jax.Array:
   """Softmax attention as einsums over head-major copies of q, k, v [B, T, heads, head_dim].
 
-  Scores and softmax in float32. Grouped-query keys/values (fewer heads) serve their query heads in place. `mask`
-  [B, 1, T, S] (True = may attend) and `causal` combine. Causal self-attention runs in query blocks
-  (`causal_block`), each against the keys up to its end only, so the masked upper triangle is mostly not computed
-  (5/8 of the scores at 4 blocks). On a CPU this is 3x faster than jax.nn.dot_product_attention's 'xla' path
-  (WORKSPACE.md, Benchmarks). `bias` [B or 1, heads, T, S] is added to the scores, which are scaled by `scale`
-  (None = 1/sqrt(head_dim); T5 uses 1).
+  Scores and softmax in float32. Grouped-query keys/values (fewer heads) serve their query heads in place.
+  `mask` ([B, 1, T, S] booleans, True = may attend, or `Segments`, built block by block) and `causal` combine.
+  Causal self-attention runs in query blocks (`causal_block`), each against the keys up to its end only, so the
+  masked upper triangle is mostly not computed (5/8 of the scores at 4 blocks). On a CPU this is 3x faster than
+  jax.nn.dot_product_attention's 'xla' path (WORKSPACE.md, Benchmarks). `bias` [B or 1, heads, T, S] is added to the
+  scores, which are scaled by `scale` (None = 1/sqrt(head_dim); T5 uses 1).
   """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [B, heads, T, head_dim]
   length = q.shape[2]
   block = causal_block(length)
   if not causal or length != k.shape[2] or length <= block:
-    return _softmax_attend(q, k, v, mask, causal, 0, bias, scale).transpose(0, 2, 1, 3)
+    whole = mask_block(mask, 0, length, k.shape[2])
+    return _softmax_attend(q, k, v, whole, causal, 0, bias, scale).transpose(0, 2, 1, 3)
   outs = []
   for start in range(0, length, block):
     end = min(start + block, length)
-    block_mask = None if mask is None else mask[:, :, start:end, :end]
+    block_mask = mask_block(mask, start, end, end)
     block_bias = None if bias is None else bias[:, :, start:end, :end] if bias.shape[2] > 1 else bias[..., :end]
     outs.append(_softmax_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], block_mask, True, start,
                                 block_bias, scale))
@@ -266,7 +282,8 @@ class Attention(nn.Module):
     if impl == 'einsum':
       out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode, bias)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=cfg.causal,
+      dense = mask_block(mask, 0, q.shape[1], k.shape[1])
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=dense, is_causal=cfg.causal,
                                          implementation=None if impl == 'auto' else impl)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     out = HeadsDense(cfg, False, init_std=0.02 / (2 * cfg.num_layers) ** 0.5, name='out')(out, deterministic)
@@ -436,15 +453,18 @@ def stack_blocks(cfg: ModelConfig, deterministic: bool, x, *args, decode: bool =
 def body(cfg: ModelConfig, batch: dict, train: bool, decode: bool = False):
   """Embeddings -> blocks (-> final LN for pre-LN): the part every model shares. Returns (hidden, embeddings).
 
-  The attention mask is `batch['attention_mask']` [B, 1, T, S] when given (decoding), else built from
-  `segment_ids`. Call it from a model's compact `__call__`; the submodules it creates belong to that model.
+  The attention mask is `batch['attention_mask']` [B, 1, T, S] when given (decoding), else `Segments` of
+  `segment_ids` (built inside each attention block). Call it from a model's compact `__call__`; the submodules it
+  creates belong to that model.
   """
   inputs = batch['inputs']
   positions = batch['positions'] if 'positions' in batch else jnp.broadcast_to(
       jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
   embeddings = Embeddings(cfg, name='embeddings')
   x = embeddings(inputs, positions, batch.get('token_types'), deterministic=not train)
-  mask = batch['attention_mask'] if 'attention_mask' in batch else attention_mask(batch.get('segment_ids'))
+  segment_ids = batch.get('segment_ids')
+  mask = batch['attention_mask'] if 'attention_mask' in batch else None if segment_ids is None else Segments(
+      segment_ids)
   x = stack_blocks(cfg, not train, x, mask, positions, decode=decode)
   if cfg.norm == 'pre':
     x = layer_norm(cfg, 'ln_final')(x)

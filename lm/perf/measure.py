@@ -66,6 +66,15 @@ class TrainStep:
       self.state, out = self.compiled(self.state, self.batch)
       self.loss = float(out['train/loss'])  # a host read: the step is finished, and a NaN would show
 
+  def memory(self) -> dict:
+    """XLA's memory figures of the compiled step (GiB): temporaries, arguments (the state and the batch), and their
+    sum, the step's peak beyond what the host holds anyway."""
+    analysis = self.compiled.memory_analysis()
+    if analysis is None:
+      return {}
+    temp, arguments = analysis.temp_size_in_bytes / 2**30, analysis.argument_size_in_bytes / 2**30
+    return {'temp_gib': temp, 'argument_gib': arguments, 'peak_gib': temp + arguments}
+
   def flops_per_step(self) -> float:
     """Model FLOPs of one step (flops.flops_per_step: 6N + 12LdT per token; per stack for an encoder-decoder)."""
     return flops.flops_per_step(self.config, self.num_params)
@@ -122,23 +131,34 @@ def decode(config, new_tokens: int, batch: int, prompt_len: int, repeats: int) -
   return out
 
 
+def _interleaved(runners: dict, steps: int, warmup: int) -> dict:
+  """{name: [seconds of each timed call]}: warm-up calls first, then the runners' calls alternate, so every runner
+  sees the same machine (these VMs drift by +-20% within minutes)."""
+  times = {name: [] for name in runners}
+  for run in runners.values():
+    timed(run, warmup)
+  for _ in range(steps):
+    for name, run in runners.items():
+      times[name].extend(timed(run, 1)[1])
+  return times
+
+
+def _torch_runner(config, local_batch: dict, vs_torch: bool) -> dict:
+  if not vs_torch:
+    return {}
+  from lm.perf import torch_gpt2
+  return {'torch_': torch_gpt2.TorchGPT2Step(config, local_batch)}
+
+
 def train(config, local_batch: dict, steps: int, warmup: int, vs_torch: bool) -> dict:
   """Train-step throughput, compile seconds, MFU; with vs_torch the torch step's, measured interleaved."""
   step = TrainStep(config, local_batch)
-  runners = {'': step}
-  if vs_torch:
-    from lm.perf import torch_gpt2
-    runners['torch_'] = torch_gpt2.TorchGPT2Step(config, local_batch)
-  times = {prefix: [] for prefix in runners}
-  for run in runners.values():
-    timed(run, warmup)
-  for _ in range(steps):  # alternate, so both see the same machine
-    for prefix, run in runners.items():
-      times[prefix].extend(timed(run, 1)[1])
+  runners = {'': step, **_torch_runner(config, local_batch, vs_torch)}
+  times = _interleaved(runners, steps, warmup)
   tokens = config.batch_size * flops.tokens_per_example(config)
   peaks = peak(config)
   out = {'params': step.num_params, 'batch_tokens': tokens, 'flops_per_step': step.flops_per_step(),
-         'compile_seconds': step.compile_seconds, 'loss_after': step.loss, **peaks}
+         'compile_seconds': step.compile_seconds, 'loss_after': step.loss, **step.memory(), **peaks}
   for prefix in runners:
     summary = step_summary(times[prefix], tokens, prefix)
     out.update(summary)
@@ -149,6 +169,33 @@ def train(config, local_batch: dict, steps: int, warmup: int, vs_torch: bool) ->
     out.update(torch_step.versions, torch_num_threads=torch_step.num_threads, torch_loss_after=torch_step.loss,
                speedup_vs_torch=out['tokens_per_sec'] / out['torch_tokens_per_sec'])
   return out
+
+
+def compare(variants: dict, local_batches: dict, steps: int, warmup: int, vs_torch: bool) -> dict:
+  """`lm.bench --compare`: the train steps of several configs ({label: config}, e.g. one key's values), compiled in
+  this process and their timed steps interleaved (plus the torch step's with vs_torch, on the first variant's
+  batch). Returns {'variants': {label: figures}, ...}: tokens/s, median step, ratio to the first variant, compile
+  seconds, XLA's memory (temp, arguments) and the loss after the steps, so a lever's effect is one in-process
+  ratio."""
+  steps_by_label = {label: TrainStep(config, local_batches[label]) for label, config in variants.items()}
+  first_label, first = next(iter(variants.items()))
+  runners = {**steps_by_label, **_torch_runner(first, local_batches[first_label], vs_torch)}
+  times = _interleaved(runners, steps, warmup)
+  out = {}
+  for label, step in steps_by_label.items():
+    tokens = step.config.batch_size * flops.tokens_per_example(step.config)
+    out[label] = {**step_summary(times[label], tokens), 'compile_seconds': step.compile_seconds,
+                  'loss_after': step.loss, **step.memory()}
+  base = out[first_label]['tokens_per_sec']
+  for figures in out.values():
+    figures['ratio'] = figures['tokens_per_sec'] / base
+  result = {'variants': out}
+  if vs_torch:
+    tokens = first.batch_size * flops.tokens_per_example(first)
+    result.update(step_summary(times['torch_'], tokens, 'torch_'))
+    for figures in out.values():
+      figures['speedup_vs_torch'] = figures['tokens_per_sec'] / result['torch_tokens_per_sec']
+  return result
 
 
 def measure_all(config, modes: list[str], *, steps: int = 10, warmup: int = 2, data_batches: int = 50,

@@ -72,13 +72,13 @@ def train_step(state, batch: dict, *, config, schedule):
     first = jax.tree.map(lambda x: x[0], micro)
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, trained, first, step_rng))
     ((loss, terms), grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
-  grad_norm = optax.tree.norm(grads)
+  grad_norm = optax.tree.norm(grads) if config.step_norms else None
   if frozen:  # the optimizer's frozen branch (set_to_zero) reads no gradient: the frozen values stand in, no copy
     grads = checkpoint.merge_params(state.params, grads)
   new_state = state.apply_gradients(grads=grads)
-  out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()},
-         'train/grad_norm': grad_norm, 'train/param_norm': optax.tree.norm(new_state.params),
-         'train/learning_rate': schedule(state.step)}
+  out = {'train/loss': loss, **{f'train/{k}': v for k, v in terms.items()}, 'train/learning_rate': schedule(state.step)}
+  if config.step_norms:
+    out.update({'train/grad_norm': grad_norm, 'train/param_norm': optax.tree.norm(new_state.params)})
   skipped = optim.skip_counts(new_state.opt_state)
   if skipped is not None:
     out['train/skipped_steps'], out['train/skipped_in_a_row'] = skipped
