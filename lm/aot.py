@@ -38,7 +38,8 @@ def main(argv):
   config, _ = cli.loaded_config(_CONFIG)
   try:
     devices = aot.topology_devices(_TOPOLOGY.value, _NUM_SLICES.value)
-    validation.validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}))
+    validation.validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}),
+                        platform=devices[0].platform)
     compiled, num_params, mesh = aot.compile_train_step(config, devices)
   except LmError as e:
     cli.fail(e)

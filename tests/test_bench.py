@@ -226,3 +226,41 @@ def test_compare_times_variants_in_one_process(tiny_config, tiny_data):
   assert plain['ratio'] == 1.0 and chunked['ratio'] > 0 and chunked['tokens_per_sec'] > 0
   assert chunked['loss_after'] == pytest.approx(plain['loss_after'], rel=1e-5)
   assert chunked['temp_gib'] < plain['temp_gib']
+
+
+@SLOW
+def test_pallas_tpu_flash_attention_equals_einsum_attention_in_interpret_mode():
+  """model.attention_impl='pallas_tpu': the Pallas TPU flash kernel (run by Pallas's TPU interpreter on this CPU)
+  with packed documents as segment ids and grouped-query heads gives einsum attention's outputs and gradients."""
+  pltpu = pytest.importorskip('jax.experimental.pallas.tpu')
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  q = jax.random.normal(keys[0], (1, 256, 2, 64))
+  k, v = (jax.random.normal(key, (1, 256, 1, 64)) for key in keys[1:3])
+  mask = layers.Segments(jnp.array([[1] * 100 + [2] * 156]))
+  probe = jax.random.normal(keys[3], q.shape)
+  results = []
+  for fn in (lambda q, k, v: layers.pallas_tpu_attention(q, k, v, mask),
+             lambda q, k, v: layers.einsum_attention(q, k, v, mask, True)):
+    with pltpu.force_tpu_interpret_mode():
+      results.append((fn(q, k, v), *jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v) * probe),
+                                              argnums=(0, 1, 2))(q, k, v)))
+  for kernel, reference in zip(*results):
+    np.testing.assert_allclose(kernel, reference, atol=2e-5)
+
+
+def test_pallas_tpu_attention_and_the_chunked_loss_are_refused_where_they_cannot_run():
+  """One line each, before any compile: the Pallas kernel off TPU or in an encoder, loss_chunk_size without clm."""
+  from lm.config import validation
+  from lm.errors import ConfigError
+  config = base.get_config()
+  config.model.attention_impl = 'pallas_tpu'
+  with pytest.raises(ConfigError, match="'pallas_tpu' needs a TPU, this is cpu"):
+    validation.validate(config, num_devices=1, process_count=1)
+  validation.validate(config, num_devices=1, process_count=1, platform='tpu')  # what lm.aot passes for a topology
+  config.model.position = 'alibi'
+  with pytest.raises(ConfigError, match='without a score bias'):
+    validation.validate(config)
+  config = base.bert(base.get_config())
+  config.loss_chunk_size = 4096
+  with pytest.raises(ConfigError, match='loss_chunk_size=4096 fuses the clm objective'):
+    validation.validate(config)

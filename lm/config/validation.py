@@ -15,7 +15,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.position': ('learned', 'rope', 'relative', 'alibi'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto'),
+    'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto', 'pallas_tpu'),
     'model.remat': ('none', 'full', 'dots'),
     'data.task': ('pretrain', 'classify', 'sft', 'seq2seq', 'qa', 'tag'),
     'model.task_head': ('class', 'span', 'token'),
@@ -105,6 +105,9 @@ def _check_model(config):
     raise ConfigError(f'model.position_offset={m.position_offset} must be >= 0 and needs model.position=learned')
   if m.attention_impl == 'cudnn' and m.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN attention is fp16/bf16)")
+  if m.attention_impl == 'pallas_tpu' and (m.position == 'alibi' or not registry.get(m.type).causal):
+    raise ConfigError("model.attention_impl='pallas_tpu' is the causal Pallas flash kernel without a score bias: it "
+                      f"needs a decoder without ALiBi (model.type={m.type!r}, position={m.position!r}); use 'einsum'")
   if config.num_samples and config.sample_max_new_tokens >= m.max_len:
     raise ConfigError(f'sample_max_new_tokens={config.sample_max_new_tokens} must be < model.max_len={m.max_len}')
   registry.get(m.type).impl.check_config(config)
@@ -274,7 +277,7 @@ def _check_lora_shapes(config):
                       'train; drop the freeze_* keys (LoRA freezes the base already)')
 
 
-def _check_parallelism(config, num_devices: int, process_count: int):
+def _check_parallelism(config, num_devices: int, process_count: int, platform: str | None = None):
   import jax
 
   from lm.parallel import sharding
@@ -291,9 +294,11 @@ def _check_parallelism(config, num_devices: int, process_count: int):
   if dp % process_count:
     raise ConfigError(f'mesh.data*mesh.fsdp={dp} must be a multiple of the process count {process_count}: each '
                       'process feeds its own batch rows, so the batch axes must span the processes')
-  if config.model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU, this is {jax.default_backend()}; use 'einsum', "
-                      "'xla' or 'auto'")
+  platform = platform or jax.default_backend()
+  needs = {'cudnn': 'gpu', 'pallas_tpu': 'tpu'}.get(config.model.attention_impl)
+  if needs and platform != needs:
+    raise ConfigError(f"model.attention_impl={config.model.attention_impl!r} needs a {needs.upper()}, this is "
+                      f"{platform} (lm.aot compiles for a TPU topology on any machine); use 'einsum', 'xla' or 'auto'")
   _check_shardable(config, dict(zip(sharding.MESH_AXES, shape)))
 
 
@@ -315,8 +320,9 @@ def _check_shardable(config, axis_sizes: dict):
   sharding.check_divisible(boxed, axis_sizes, rules)
 
 
-def validate(config, num_devices: int | None = None, process_count: int | None = None):
-  """Raises ConfigError (one line: key, value, fix) for any config that cannot run; returns None otherwise."""
+def validate(config, num_devices: int | None = None, process_count: int | None = None, platform: str | None = None):
+  """Raises ConfigError (one line: key, value, fix) for any config that cannot run; returns None otherwise.
+  `platform` is that of the devices the step compiles for (default: jax's backend; lm.aot: 'tpu')."""
   _check_keys_and_types(config, base.get_config())
   _check_values(config)
   _check_model(config)
@@ -326,4 +332,4 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
   _check_init_from(config)
   _check_lora(config)
   if num_devices is not None:
-    _check_parallelism(config, num_devices, process_count or 1)
+    _check_parallelism(config, num_devices, process_count or 1, platform)

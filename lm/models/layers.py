@@ -214,6 +214,32 @@ def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Ar
   return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 
 
+def pallas_tpu_attention(q, k, v, mask) -> jax.Array:
+  """Causal self-attention by the Pallas TPU flash-attention kernel (jax.experimental.pallas.ops.tpu), with the
+  packed documents of `Segments` as its segment ids; q, k, v [B, T, heads, head_dim]. TPU only (model.attention_impl
+  'pallas_tpu'; lm.aot compiles it for a TPU topology anywhere). A Mosaic kernel is not partitioned by XLA, so under
+  a mesh it runs per shard (shard_map over the batch and head axes, as the logical rules place them); grouped-query
+  keys/values are repeated per head."""
+  from jax.experimental.pallas.ops.tpu import flash_attention  # TPU-only: imports Pallas and Mosaic
+  groups = q.shape[2] // k.shape[2]
+  if groups > 1:
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+  ids = mask.ids if isinstance(mask, Segments) else jnp.ones(q.shape[:2], jnp.int32)
+
+  def kernel(q, k, v, ids):
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    out = flash_attention.flash_attention(q, k, v, segment_ids=flash_attention.SegmentIds(ids, ids), causal=True,
+                                          sm_scale=q.shape[-1] ** -0.5)
+    return out.transpose(0, 2, 1, 3)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return kernel(q, k, v, ids)
+  spec = nn.logical_to_mesh_axes(('batch', 'length', 'heads', 'kv'))
+  return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, jax.sharding.PartitionSpec(*spec[:2])), out_specs=spec,
+                       check_vma=False)(q, k, v, ids)
+
+
 class HeadsDense(nn.Module):
   """Projection between [.., embed] and [.., heads, head_dim] with a 3-D kernel carrying logical names.
 
@@ -281,6 +307,8 @@ class Attention(nn.Module):
       bias = alibi_bias(cfg.num_heads, jnp.arange(k.shape[1])[None] if self.decode else positions)
     if impl == 'einsum':
       out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode, bias)
+    elif impl == 'pallas_tpu':
+      out = pallas_tpu_attention(q, k, v, mask)
     else:
       dense = mask_block(mask, 0, q.shape[1], k.shape[1])
       out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=dense, is_causal=cfg.causal,
