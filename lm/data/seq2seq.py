@@ -44,6 +44,8 @@ from lm.errors import DataError
 MAX_SOURCE_CHARS = 2000  # embedded task: longer functions are skipped (they would be cut at seq_len anyway)
 MIN_BODY_STATEMENTS = 2  # embedded task: statements a function needs besides its docstring
 MIN_SUMMARY_WORDS = 3  # embedded task: words the docstring's first sentence needs
+_SKIPPED_PACKAGE_DIRS = sources.SKIPPED_CODE_DIRS | {'testing', '_testing', 'test_util', 'vendor', '_vendor'}
+_GENERATED = re.compile(r'machine generated|do not edit|automatically generated', re.IGNORECASE)
 _CACHED_IDS_LIMIT = 200_000  # Seq2SeqExamples keeps token ids in memory for at most this many pairs
 _SENTENCE_END = re.compile(r'(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.\s')  # '. ' ends a sentence, 'e.g. ' does not
 _SIGNATURE = re.compile(r'[\w.]+\(')  # a docstring that starts with a call signature: 'name(args) -> result'
@@ -178,30 +180,76 @@ def file_summaries(text: str) -> list[tuple[int, str, str, str]]:
 
 
 @functools.lru_cache(maxsize=4)
-def code_summaries(eval_fraction: float) -> dict[str, tuple[tuple[str, str, str], ...]]:
+def code_summaries(eval_fraction: float, packages: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, str, str], ...]]:
   """{'train'|'eval': ((id 'path:line:name', source, target), ...)} of the standard library's functions.
 
   A file goes to eval iff sources.is_eval_document(its relative path, eval_fraction). Pairs repeated within a split
   are kept once, and an eval pair whose source also occurs in train (a function copied between modules) is dropped,
-  so eval sources are unseen. Cached per process: parsing the standard library takes a few seconds.
+  so eval sources are unseen. `packages` (installed import names) add their functions to train only, minus any
+  whose source or (name, target) an eval pair has (vendored copies of the standard library); the eval split does
+  not depend on them. Cached per process: parsing the standard library takes a few seconds.
   """
   root, paths = sources.stdlib_files()
   pairs = {split: {} for split in sources.SPLITS}
   for rel in paths:
     split = 'eval' if sources.is_eval_document(rel, eval_fraction) else 'train'
-    text = pathlib.Path(root, rel).read_text(encoding='utf-8', errors='replace')
-    for line, name, source, target in file_summaries(text):
-      pairs[split].setdefault((source, target), f'{rel}:{line}:{name}')
+    _add_file(pairs[split], root, rel, rel)
   seen = {source for source, _ in pairs['train']}
   pairs['eval'] = {pair: i for pair, i in pairs['eval'].items() if pair[0] not in seen}
+  extra = {}
+  for package in packages:
+    package_root, package_paths = package_files(package)
+    for rel in package_paths:
+      _add_file(extra, package_root, rel, os.path.join(package, rel), skip_generated=True)
+  held_out = {source for source, _ in pairs['eval']} | {(_name(i), t) for (_, t), i in pairs['eval'].items()}
+  for (source, target), i in extra.items():
+    if source not in held_out and (_name(i), target) not in held_out:
+      pairs['train'].setdefault((source, target), i)
   return {split: tuple((i, s, t) for (s, t), i in items.items()) for split, items in pairs.items()}
+
+
+def _add_file(pairs: dict, root: str, rel: str, label: str, skip_generated: bool = False) -> None:
+  """Adds the examples of file root/rel to pairs {(source, target): 'label:line:name'}, keeping the first id;
+  with skip_generated, none from a file whose head says it is generated (TensorFlow's gen_*_ops.py: 'TODO: add
+  doc.' for thousands of functions)."""
+  text = pathlib.Path(root, rel).read_text(encoding='utf-8', errors='replace')
+  if skip_generated and _GENERATED.search(text[:2000]):
+    return
+  for line, name, source, target in file_summaries(text):
+    pairs.setdefault((source, target), f'{label}:{line}:{name}')
+
+
+def _name(record_id: str) -> str:
+  return record_id.rsplit(':', 1)[1]
+
+
+def package_files(package: str) -> tuple[str, list[str]]:
+  """(root, sorted relative .py paths) of an installed package by import name, without its test directories;
+  DataError naming data.code_packages when it is not installed (or is a single module)."""
+  try:
+    spec = importlib.util.find_spec(package)
+  except (ImportError, ValueError):
+    spec = None
+  locations = list(spec.submodule_search_locations or []) if spec else []
+  if not locations:
+    raise DataError(f'data.code_packages: {package!r} is not an installed package here; pip install it or drop it '
+                    'from the list')
+  root, found = locations[0], []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_PACKAGE_DIRS)
+    rel = os.path.relpath(dirpath, root)
+    found += [os.path.normpath(os.path.join(rel, f)) for f in filenames
+              if f.endswith('.py') and not f.startswith('test_') and not f.endswith('_test.py')]
+  return root, sorted(found)
 
 
 def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
   """The code summarization demo (see `code_summaries`)."""
-  items = code_summaries(float(data_cfg.eval_fraction))[split]
+  packages = tuple(sorted(filter(None, (p.strip() for p in data_cfg.get('code_packages', '').split(',')))))
+  items = code_summaries(float(data_cfg.eval_fraction), packages)[split]
   pairs = [(source, target) for _, source, target in items]
-  fingerprint = sources.sha256('code_summaries', split, data_cfg.eval_fraction, *[p for pair in pairs for p in pair])
+  fingerprint = sources.sha256('code_summaries', split, data_cfg.eval_fraction, *packages,
+                               *[p for pair in pairs for p in pair])
   return Records(pairs, fingerprint, [i for i, _, _ in items])
 
 

@@ -23,7 +23,7 @@ from lm.errors import DataError
 SPLITS = ('train', 'eval')
 # Not prose or hand-written code: third-party packages, test suites, and `encodings/` (generated codec tables, 12% of
 # the text but 60% of its digits, which otherwise dominate samples of small models).
-_SKIPPED_DIRS = frozenset({'site-packages', 'test', 'tests', 'idle_test', 'encodings'})
+SKIPPED_CODE_DIRS = frozenset({'site-packages', 'test', 'tests', 'idle_test', 'encodings'})
 # The pydoc topics are added one document per topic; their module too would copy eval topics into train.
 _SKIPPED_FILES = frozenset({os.path.join('pydoc_data', 'topics.py')})
 
@@ -112,7 +112,7 @@ def stdlib_files() -> tuple[str, list[str]]:
   root = sysconfig.get_paths()['stdlib']
   ids = []
   for dirpath, dirnames, filenames in os.walk(root):
-    dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
+    dirnames[:] = [d for d in dirnames if d not in SKIPPED_CODE_DIRS]
     rel = os.path.relpath(dirpath, root)
     ids += [os.path.normpath(os.path.join(rel, f)) for f in filenames if f.endswith('.py')]
   return root, sorted(set(ids) - _SKIPPED_FILES)

@@ -236,8 +236,8 @@ def pallas_tpu_attention(q, k, v, mask) -> jax.Array:
   if mesh.empty:
     return kernel(q, k, v, ids)
   spec = nn.logical_to_mesh_axes(('batch', 'length', 'heads', 'kv'))
-  return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, jax.sharding.PartitionSpec(*spec[:2])), out_specs=spec,
-                       check_vma=False)(q, k, v, ids)
+  in_specs = (spec, spec, spec, jax.sharding.PartitionSpec(*spec[:2]))
+  return jax.shard_map(kernel, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False)(q, k, v, ids)
 
 
 class HeadsDense(nn.Module):
