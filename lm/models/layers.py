@@ -35,6 +35,7 @@ class ModelConfig:
   dtype: str = 'float32'
   param_dtype: str = 'float32'
   attention_impl: str = 'einsum'
+  attention_block: int = 0  # causal einsum attention: query block size (0 = causal_block(T))
   remat: str = 'none'
   scan_layers: bool = False
   norm: str = 'pre'
@@ -188,7 +189,7 @@ def causal_block(length: int) -> int:
 
 
 def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Array | None = None,
-                     scale: float | None = None) -> jax.Array:
+                     scale: float | None = None, block: int = 0) -> jax.Array:
   """Softmax attention as einsums over head-major copies of q, k, v [B, T, heads, head_dim].
 
   Scores and softmax in float32. Grouped-query keys/values (fewer heads) serve their query heads in place.
@@ -196,11 +197,12 @@ def einsum_attention(q, k, v, mask: jax.Array | None, causal: bool, bias: jax.Ar
   Causal self-attention runs in query blocks (`causal_block`), each against the keys up to its end only, so the
   masked upper triangle is mostly not computed (5/8 of the scores at 4 blocks). On a CPU this is 3x faster than
   jax.nn.dot_product_attention's 'xla' path (WORKSPACE.md, Benchmarks). `bias` [B or 1, heads, T, S] is added to the
-  scores, which are scaled by `scale` (None = 1/sqrt(head_dim); T5 uses 1).
+  scores, which are scaled by `scale` (None = 1/sqrt(head_dim); T5 uses 1). `block` overrides the query block
+  (model.attention_block; >= T: one block).
   """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [B, heads, T, head_dim]
   length = q.shape[2]
-  block = causal_block(length)
+  block = block or causal_block(length)
   if not causal or length != k.shape[2] or length <= block:
     whole = mask_block(mask, 0, length, k.shape[2])
     return _softmax_attend(q, k, v, whole, causal, 0, bias, scale).transpose(0, 2, 1, 3)
@@ -306,7 +308,7 @@ class Attention(nn.Module):
     if cfg.position == 'alibi':  # keys at their positions, or at their cache slots when decoding (see alibi_bias)
       bias = alibi_bias(cfg.num_heads, jnp.arange(k.shape[1])[None] if self.decode else positions)
     if impl == 'einsum':
-      out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode, bias)
+      out = einsum_attention(q, k, v, mask, cfg.causal and not self.decode, bias, block=cfg.attention_block)
     elif impl == 'pallas_tpu':
       out = pallas_tpu_attention(q, k, v, mask)
     else:
