@@ -155,6 +155,25 @@ def test_embedded_code_summaries_hide_the_docstring_and_split_by_file():
       assert function.name == records.record_id(i).rsplit(':', 1)[1]
 
 
+@pytest.mark.slow
+def test_code_packages_add_training_functions_only():
+  """data.code_packages: an installed package's functions join the training split (ids 'package/path:line:name'),
+  the held-out standard-library split is the same records; a package that is not installed is one line."""
+  plain = seq2seq_config(source='embedded', eval_fraction=0.2).data
+  more = seq2seq_config(source='embedded', eval_fraction=0.2).data
+  more.code_packages = 'ml_collections'
+  (train, eval_), (train_more, eval_more) = both(plain), both(more)
+  assert [eval_[i] for i in range(len(eval_))] == [eval_more[i] for i in range(len(eval_more))]
+  added = [i for i in range(len(train_more)) if train_more.record_id(i).startswith('ml_collections/')]
+  assert len(train_more) == len(train) + len(added) and len(added) > 20
+  assert train_more.fingerprint != train.fingerprint and eval_more.fingerprint != eval_.fingerprint
+  source, target = train_more[added[0]]
+  assert ast.get_docstring(ast.parse(source).body[0]) is None and target not in source
+  more.code_packages = 'no_such_package_here'
+  with pytest.raises(DataError, match="data.code_packages: 'no_such_package_here' is not an installed package"):
+    both(more)
+
+
 def test_one_function_becomes_code_without_docstring_and_first_sentence():
   text = ('class A:\n'
           '    @property\n'
