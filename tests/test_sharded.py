@@ -85,6 +85,7 @@ def test_same_losses_on_every_mesh(tiny_config, batches, reference, mesh_shape):
                state.params, reference[1].params)
 
 
+@pytest.mark.slow
 def test_chunked_loss_trains_sharded_like_the_plain_loss_on_one_device(tiny_config, batches, reference):
   """loss_chunk_size: the fused LM head + cross-entropy over strided vocabulary chunks, with the vocabulary sharded
   over 'tensor' and the tokens over data x fsdp, gives the plain loss's steps on one device."""
