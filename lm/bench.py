@@ -77,16 +77,17 @@ def _compare(config, modes: list[str]) -> dict:
   if modes != list(_MODES) and modes != ['train']:
     raise UsageError('--compare times the train step: drop --mode (or give --mode=train)')
   configs = variants.parse(_COMPARE.value, config)
+  for variant in configs.values():  # every refusal before any data or compile work
+    validation.validate(variant, num_devices=jax.device_count(), process_count=jax.process_count())
+  if _VS_TORCH.value:
+    from lm.perf import torch_gpt2
+    torch_gpt2.check_comparable(next(iter(configs.values())))
   batches, by_key = {}, {}
   for label, variant in configs.items():
-    validation.validate(variant, num_devices=jax.device_count(), process_count=jax.process_count())
     key = variants.batch_key(variant)
     if key not in by_key:
       by_key[key] = next(measure.real_batches(variant))
     batches[label] = by_key[key]
-  if _VS_TORCH.value:
-    from lm.perf import torch_gpt2
-    torch_gpt2.check_comparable(next(iter(configs.values())))
   return measure.compare(configs, batches, steps=_STEPS.value, warmup=_WARMUP.value, vs_torch=_VS_TORCH.value)
 
 
