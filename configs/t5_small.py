@@ -32,9 +32,6 @@ def get_config(arg: str | None = None):
   c.model.max_len = 512
   c.model.dropout = 0.0  # T5.1.1: no dropout in pretraining (0.1 when fine-tuning)
   c.data.num_sentinels = 100
-  c.optimizer.learning_rate = 1e-2
-  c.optimizer.warmup_steps = 10_000
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.b2 = 0.999
+  c.optimizer.warmup_steps = 10_000  # Adafactor at 1e-2 (the t5 preset), as t5x
   c.z_loss = 1e-4  # t5x's auxiliary loss
   return c

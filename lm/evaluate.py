@@ -11,8 +11,10 @@ the token-head logits of the unmasked text, float32 [tokens of the text, vocab].
   python -m lm.evaluate --workdir=workdirs/t5_tiny_translate --pairs_file=dev.jsonl [--num_beams=4]
 
 An encoder-decoder (t5) scores (source, target) pairs instead (jsonl or csv with the run's data.source_key and
-data.target_key): `loss` / `perplexity` of the target tokens given the source (teacher forcing), and `bleu`,
-`rouge1`, `rouge2`, `rougeLsum` of the decoded sources against the targets (lm/inference/seq2seq_scoring.py).
+data.target_key): `loss` / `perplexity` of the target tokens given the source (teacher forcing),
+`other_source_loss` (each target given the next pair's source: close to `loss` means the model does not read its
+source), and `bleu`, `rouge1`, `rouge2`, `rougeLsum` of the decoded sources against the targets
+(lm/inference/seq2seq_scoring.py).
 """
 import json
 import os

@@ -202,6 +202,26 @@ def test_parameters_and_optimizer_state_are_sharded(tiny_config, batches):
 
 
 @pytest.mark.slow
+def test_adafactor_trains_sharded_like_one_device_with_factored_moments_replicated(tiny_config, batches):
+  """optimizer.name='adafactor' (T5's): the same losses on (2,2,2) as on one device. A matrix whose two largest
+  dimensions are >= 128 keeps a row and a column vector of second moments (replicated: the parameter's logical
+  names do not fit them); a smaller parameter keeps a full moment, sharded like the parameter."""
+  import optax
+  config = tiny_config.copy_and_resolve_references()
+  config.optimizer.name, config.model.d_model = 'adafactor', 128  # the token table [1024, 128] is factored
+  losses, state = run_steps(config, (2, 2, 2), batches)
+  np.testing.assert_allclose(losses, run_steps(config, (1, 1, 1), batches)[0], rtol=1e-5)
+  assert losses[-1] < losses[0]
+  row, col = (optax.tree_utils.tree_get(state.opt_state, k)['embeddings']['token']['embedding']
+              for k in ('v_row', 'v_col'))
+  assert {row.shape, col.shape} == {(1024,), (128,)}
+  assert row.sharding.is_fully_replicated and col.sharding.is_fully_replicated
+  full = optax.tree_utils.tree_get(state.opt_state, 'v')['block_0']['attn']['query']['kernel']
+  assert full.shape == state.params['block_0']['attn']['query']['kernel'].shape
+  assert full.sharding.spec == P('fsdp', 'tensor', None)
+
+
+@pytest.mark.slow
 def test_finetune_classifier_with_freezing_and_layer_decay_on_2x2x2():
   """Classification with frozen embeddings + block 0 and layer decay: the same losses and eval metrics on 8
   devices as on one, frozen blocks unchanged, no optimizer state for them."""

@@ -255,6 +255,7 @@ def test_seq2seq_fine_tune_reports_generation_metrics_resumes_exactly_and_genera
   scored = seq2seq_scoring.score_pairs(run, str(tmp_path / 'pairs.jsonl'), num_beams=2)
   assert scored['pairs'] == 64 and scored['tokens'] >= 128 and 0 <= scored['bleu'] <= 100
   assert abs(scored['perplexity'] - np.exp(scored['loss'])) < 1e-6 * scored['perplexity']
+  assert np.isfinite(scored['other_source_loss']) and scored['other_source_loss'] != scored['loss']
   (tmp_path / 'bad.jsonl').write_text('{"source": "a b", "label": "x"}\n')
   config.data.path = str(tmp_path / 'bad.jsonl')
   with pytest.raises(DataError, match=r'bad.jsonl:1.*target') as e:

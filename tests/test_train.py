@@ -161,3 +161,26 @@ def test_trainer_runs_its_hooks_in_process_and_resumes(tiny_config, tiny_data, t
   config.num_train_steps, config.num_samples = 8, 0
   assert 'train/loss' in loop.run(config, workdir)
   assert [r['step'] for r in read_metrics(workdir)] == [2, 3, 4, 6, 8]
+
+
+def test_adafactor_steps_are_relative_and_weight_decay_is_scaled_by_the_learning_rate(tiny_config):
+  """optimizer.name='adafactor': an update's RMS is lr x the parameter's RMS (the step is relative to the
+  parameter), and decoupled weight decay takes lr x weight_decay x param per step, as with AdamW (optax's
+  Adafactor alone would take weight_decay x param)."""
+  import jax.numpy as jnp
+
+  from lm.training import optim
+  config = tiny_config.copy_and_resolve_references()
+  config.optimizer.name, config.optimizer.schedule, config.optimizer.warmup_steps = 'adafactor', 'constant', 0
+  config.optimizer.learning_rate, config.optimizer.weight_decay, config.optimizer.grad_clip_norm = 1e-2, 0.5, 0.0
+  params = {'block_0': {'mlp': {'kernel': jnp.full((4, 4), 3.0)}}, 'ln_final': {'scale': jnp.full((4,), 3.0)}}
+  tx = optim.build(config)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates['block_0']['mlp']['kernel'], -1e-2 * 0.5 * 3.0, rtol=1e-6)  # decay only
+  assert not np.any(updates['ln_final']['scale'])  # norm scales are not decayed
+  config.optimizer.weight_decay = 0.0
+  tx = optim.build(config)
+  ones = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(ones, tx.init(params), params)
+  np.testing.assert_allclose(updates['block_0']['mlp']['kernel'], -1e-2 * 3.0, rtol=1e-5)

@@ -163,7 +163,7 @@ def _data() -> ml_collections.ConfigDict:
 def _optimizer() -> ml_collections.ConfigDict:
   """config.optimizer: optax chain and learning-rate schedule."""
   o = ml_collections.ConfigDict()
-  o.name = 'adamw'  # optimizer: 'adamw'
+  o.name = 'adamw'  # optimizer: 'adamw', or 'adafactor' (T5's: relative steps, factored moments; lm/training/optim.py)
   o.learning_rate = 1e-3  # peak learning rate
   o.schedule = 'cosine'  # after warmup: 'cosine', 'linear' (to min) or 'constant'
   o.warmup_steps = 100  # linear warmup from 0 to the peak
@@ -171,6 +171,7 @@ def _optimizer() -> ml_collections.ConfigDict:
   o.b1 = 0.9  # Adam beta1
   o.b2 = 0.95  # Adam beta2
   o.eps = 1e-8  # Adam epsilon
+  o.adafactor_decay_rate = 0.8  # Adafactor: second-moment decay, beta2_t = 1 - t^-rate (t5x's default)
   o.weight_decay = 0.1  # decoupled weight decay; applied to kernels only (not biases, norms, embeddings)
   o.grad_clip_norm = 1.0  # clip gradients to this global norm (0 = off)
   o.layer_decay = 1.0  # layer-wise LR decay: block i of L gets lr * layer_decay**(L - i), embeddings **(L+1) (1 = off)

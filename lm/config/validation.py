@@ -22,7 +22,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds', 'gettext'),
     'data.packing': ('packed', 'concat'),
     'data.tokenizer_type': ('bpe', 'unigram'),
-    'optimizer.name': ('adamw',),
+    'optimizer.name': ('adamw', 'adafactor'),
     'optimizer.schedule': ('cosine', 'linear', 'constant'),
     'nonfinite_policy': ('stop', 'skip'),
 }

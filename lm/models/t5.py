@@ -273,6 +273,9 @@ def preset(c, version: str = '1.1'):
   m.type, m.position, m.norm, m.norm_type = 't5', 'relative', 'pre', 'rmsnorm'
   m.use_bias, m.layer_norm_eps = False, 1e-6
   m.activation, m.tie_embeddings = ('geglu', False) if version == '1.1' else ('relu', True)
+  # T5's optimizer (t5x): Adafactor, steps relative to each parameter's RMS, lr 1e-2 for pretraining. AdamW at that
+  # scale blows the encoder's residual stream up to a near-constant vector the decoder cannot use (WORKSPACE).
+  c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay = 'adafactor', 1e-2, 0.0
   c.objectives = {'seq2seq': 1.0}
   c.data.num_sentinels = 100  # T5's <extra_id_0..99> at the top of the vocabulary
   c.num_samples = 0  # lm's end-of-training samples are for causal models

@@ -138,15 +138,31 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def _fits(shape: tuple, spec: P, mesh: jax.sharding.Mesh) -> bool:
+  """Whether an array of `shape` can take `spec`: one entry per dimension, each divisible by its mesh axes."""
+  if len(shape) != len(spec):
+    return False
+  for size, axes in zip(shape, spec):
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+    if size % int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64)):
+      return False
+  return True
+
+
 def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh, rules: tuple = DEFAULT_RULES):
   """NamedShardings for a tree whose leaves carry logical axis names (`nn.Partitioned`); others are replicated.
   Empty nodes stay empty (optax's MaskedNode, the missing state of a frozen parameter, boxed or not), so the result
-  has the structure of the unboxed tree."""
+  has the structure of the unboxed tree. A boxed optimizer-state leaf that is not its parameter's shape and does
+  not fit the parameter's sharding (Adafactor's factored second moments: row and column vectors, [1] placeholders)
+  is replicated; parameters themselves are checked against the mesh before this (config validation)."""
   def sharding_of(leaf):
     if isinstance(leaf, nn.Partitioned) and not jax.tree.leaves(leaf.value):
       return leaf.value  # a boxed MaskedNode (optax keeps no state for a frozen parameter)
     names = leaf.names if isinstance(leaf, nn.Partitioned) else ()
-    return jax.sharding.NamedSharding(mesh, nn.logical_to_mesh_axes(names, rules))
+    spec = nn.logical_to_mesh_axes(names, rules)
+    if names and not _fits(getattr(leaf.value, 'shape', ()), spec, mesh):
+      spec = P()
+    return jax.sharding.NamedSharding(mesh, spec)
   return jax.tree.map(sharding_of, boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 

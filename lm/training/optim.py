@@ -1,4 +1,4 @@
-"""Optimizer from `config.optimizer`: AdamW, warmup + cosine/linear/constant, clipping, selective weight decay,
+"""Optimizer from `config.optimizer`: AdamW or Adafactor, warmup + cosine/linear/constant, clipping, selective weight decay,
 and the fine-tuning strategies: frozen parameters and layer-wise LR decay.
 
 Parameter paths are '/'-joined module names: 'embeddings/token/embedding', 'block_3/attn/query/kernel' (or
@@ -102,14 +102,14 @@ def _labels(params, config):
 
 
 def build(config) -> optax.GradientTransformation:
-  """The optax chain: optional global-norm clipping, AdamW with the schedule, optional layer-wise LR decay; frozen
+  """The optax chain: optional global-norm clipping, AdamW or Adafactor with the schedule (`_update_rule`),
+  optional layer-wise LR decay; frozen
   parameters (optimizer.freeze_*, everything but adapters and heads under LoRA) get a zero update and no optimizer
   state (and training/step.py computes no gradient for them)."""
   o = config.optimizer
   schedule = learning_rate_schedule(o, config.num_train_steps)
   parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-                           mask=weight_decay_mask))
+  parts.append(_update_rule(o, schedule))
   if o.layer_decay < 1.0:
     parts.append(scale_by_layer(config.model.num_layers, o.layer_decay))
   tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
@@ -118,6 +118,18 @@ def build(config) -> optax.GradientTransformation:
   if config.nonfinite_policy == 'skip':  # a step with NaN/Inf gradients changes nothing (counted in the state)
     tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_skipped_steps)
   return tx
+
+
+def _update_rule(o, schedule) -> optax.GradientTransformation:
+  """optimizer.name: 'adamw' (b1, b2, eps), or 'adafactor' as T5 / t5x train: factored second moments (decay rate
+  optimizer.adafactor_decay_rate), no momentum, each update clipped to RMS 1 and scaled by the parameter's RMS (at
+  least 1e-3), so the step is relative to the parameter's size. Weight decay is decoupled, on kernels only, and
+  scaled by the learning rate in both (optax's Adafactor alone would subtract weight_decay x param every step)."""
+  if o.name == 'adafactor':
+    decay = (lambda count: o.weight_decay * schedule(count)) if o.weight_decay else None
+    return optax.adafactor(schedule, decay_rate=o.adafactor_decay_rate, multiply_by_parameter_scale=True,
+                           clipping_threshold=1.0, weight_decay_rate=decay, weight_decay_mask=weight_decay_mask)
+  return optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=weight_decay_mask)
 
 
 def skip_counts(opt_state):
