@@ -1,5 +1,5 @@
-"""Optimizer from `config.optimizer`: AdamW or Adafactor, warmup + cosine/linear/constant, clipping, selective weight decay,
-and the fine-tuning strategies: frozen parameters and layer-wise LR decay.
+"""Optimizer from `config.optimizer`: AdamW or Adafactor, warmup + cosine/linear/constant, clipping, selective
+weight decay, and the fine-tuning strategies: frozen parameters and layer-wise LR decay.
 
 Parameter paths are '/'-joined module names: 'embeddings/token/embedding', 'block_3/attn/query/kernel' (or
 'blocks/...' with a leading layer axis when model.scan_layers), 'ln_final/scale', 'pooler/dense/kernel',
