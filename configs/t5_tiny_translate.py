@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
   c.generation_eval_examples = 84  # the whole held-out split
   c.best_metric = 'eval/bleu'
   presets = variants & set(base.FINETUNE_PRESETS)
-  base.finetune(c, min(presets) if presets else 'tiny')
-  if not presets:
+  base.finetune(c, presets.pop() if presets else 'tiny')
+  if not variants & set(base.FINETUNE_PRESETS):
     c.optimizer.learning_rate = 3e-3  # Adafactor (relative steps) on a few-million-parameter model
   return c

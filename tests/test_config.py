@@ -109,6 +109,7 @@ def test_unknown_key_and_wrong_type_in_a_config_file():
     ('data.task', 'qa', 'data.task'),
     ('model.num_labels', 3, 'model.num_labels'),  # a head only for data.task='classify'
     ('optimizer.layer_decay', 0.0, 'optimizer.layer_decay'),
+    ('optimizer.adafactor_decay_rate', -0.8, 'optimizer.adafactor_decay_rate'),
     ('optimizer.freeze_layers', 9, 'optimizer.freeze_layers'),
     ('optimizer.freeze_patterns', 'block_(0', 'optimizer.freeze_patterns'),
     ('optimizer.freeze_all_but_head', True, 'freeze_all_but_head'),

@@ -86,6 +86,9 @@ def _check_values(config):
   for key in ('data.mask_prob', 'data.nsp_random_prob', 'data.short_seq_prob'):
     if not 0.0 <= _get(config, key) <= 1.0:
       raise ConfigError(f'{key}={_get(config, key)} must be in [0, 1]')
+  if not 0.0 < config.optimizer.adafactor_decay_rate <= 1.0:
+    raise ConfigError(f'optimizer.adafactor_decay_rate={config.optimizer.adafactor_decay_rate} must be in (0, 1] '
+                      '(t5x: 0.8)')
   if config.contrastive_temperature <= 0:
     raise ConfigError(f'contrastive_temperature={config.contrastive_temperature} must be > 0')
   if not 0.0 <= config.data.eval_fraction < 1.0:

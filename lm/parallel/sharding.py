@@ -106,6 +106,12 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
+def _shards(axes, axis_sizes) -> int:
+  """How many pieces one dimension is cut into by its PartitionSpec entry (None, a mesh axis or a tuple of them)."""
+  axes = (axes,) if isinstance(axes, str) else (axes or ())
+  return math.prod(axis_sizes[a] for a in axes)
+
+
 def check_divisible(boxed_tree, axis_sizes: dict, rules: tuple) -> None:
   """ConfigError naming the model key, the mesh axes and the rule when a parameter dimension (logical names, see
   nn.Partitioned) does not split evenly over the mesh axes its logical axis maps to."""
@@ -115,10 +121,9 @@ def check_divisible(boxed_tree, axis_sizes: dict, rules: tuple) -> None:
       continue
     spec = nn.logical_to_mesh_axes(leaf.names, rules)
     for size, axes, name in zip(leaf.value.shape, spec, leaf.names):
-      axes = (axes,) if isinstance(axes, str) else (axes or ())
-      shards = math.prod(axis_sizes[a] for a in axes)
+      shards = _shards(axes, axis_sizes)
       if size % shards:
-        where = '*'.join(f'mesh.{a}' for a in axes)
+        where = '*'.join(f'mesh.{a}' for a in ((axes,) if isinstance(axes, str) else axes))
         raise ConfigError(f'{_AXIS_KEYS.get(name, name)}={size} is not divisible by {where}={shards} (parameter '
                           f"{jax.tree_util.keystr(path)}, rule mesh.rules.{name}); change one of them or set "
                           f"--config.mesh.rules.{name}=''")
@@ -140,13 +145,7 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 def _fits(shape: tuple, spec: P, mesh: jax.sharding.Mesh) -> bool:
   """Whether an array of `shape` can take `spec`: one entry per dimension, each divisible by its mesh axes."""
-  if len(shape) != len(spec):
-    return False
-  for size, axes in zip(shape, spec):
-    axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-    if size % int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64)):
-      return False
-  return True
+  return len(shape) == len(spec) and all(size % _shards(axes, mesh.shape) == 0 for size, axes in zip(shape, spec))
 
 
 def logical_shardings(boxed_tree, mesh: jax.sharding.Mesh, rules: tuple = DEFAULT_RULES):

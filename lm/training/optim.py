@@ -103,9 +103,8 @@ def _labels(params, config):
 
 def build(config) -> optax.GradientTransformation:
   """The optax chain: optional global-norm clipping, AdamW or Adafactor with the schedule (`_update_rule`),
-  optional layer-wise LR decay; frozen
-  parameters (optimizer.freeze_*, everything but adapters and heads under LoRA) get a zero update and no optimizer
-  state (and training/step.py computes no gradient for them)."""
+  optional layer-wise LR decay; frozen parameters (optimizer.freeze_*, everything but adapters and heads under
+  LoRA) get a zero update and no optimizer state (and training/step.py computes no gradient for them)."""
   o = config.optimizer
   schedule = learning_rate_schedule(o, config.num_train_steps)
   parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
