@@ -69,8 +69,11 @@ def test_text_source_one_file_per_document(tmp_path):
                         max_documents=0)
   train, evals = sources.get_documents(config.data, 'train'), sources.get_documents(config.data, 'eval')
   assert sorted(list(train) + list(evals)) == sorted(contents.values())
-  # ids are the files' paths under tmp_path, so the hash split differs per run: both sides non-empty is the contract
-  # (12 of 21 held out happened once at fraction 0.3)
+  # a document's id is its file's path (under tmp_path, so the split differs per run): each file is where the
+  # hash of its path puts it, and both sides are non-empty here
+  expected = {str(tmp_path / name) for name in contents
+              if sources.is_eval_document(str(tmp_path / name), config.data.eval_fraction)}
+  assert sorted(evals) == sorted(contents[os.path.relpath(p, tmp_path)] for p in expected)
   assert train and evals
   config.data.max_documents = 3
   assert len(sources.get_documents(config.data, 'train')) == 3
