@@ -18,6 +18,7 @@ def get_config(arg: str | None = None):
   c.num_train_steps = 300
   c.batch_size = 16
   c.seq_len = 128  # encoder tokens; the decoder gets data.target_len = 30 from span corruption
+  c.data.eval_fraction = 0.1  # hold out the files t5_tiny_summarize_code evaluates on (their docstrings: its targets)
   c.log_every_steps = 10
   c.eval_every_steps = 100
   c.eval_steps = 8

@@ -25,6 +25,21 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('workdirs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
 
 
+def _warn_held_out_seen(config) -> None:
+  """One warning line when init_from pretrained on files this fine-tune evaluates on (data/sources.py)."""
+  if not config.init_from:
+    return
+  from lm.config import resume
+  from lm.data import sources
+  pretrained = resume.init_from_config(config.init_from).data
+  seen = sources.eval_files_seen_in_pretraining(pretrained, config.data)
+  if seen:
+    print(f'warning: init_from={config.init_from} pretrained on {len(seen)} standard-library files this run holds '
+          f'out for eval (its data.eval_fraction={pretrained.eval_fraction} < {config.data.eval_fraction}), e.g. '
+          f'{seen[0]}: eval metrics are optimistic; pretrain with --config.data.eval_fraction='
+          f'{config.data.eval_fraction} for a clean held-out set', flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -48,6 +63,7 @@ def main(argv):
   try:
     validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     paths.check_usable(workdir, '--workdir', write=True)  # before anything is written: never a local 'gs:' folder
+    _warn_held_out_seen(config)
     from lm.training import loop  # after validation: a config error does not wait for TensorFlow (clu's writer)
     loop.run(config, workdir)
   except LmError as e:  # one line and the error's exit code: 2 input, 3 non-finite loss, 4 checkpoint write

@@ -289,3 +289,16 @@ def test_split_identifiers_writes_compound_names_as_words_for_the_encoder():
   assert seq2seq.encoder_text(data, code) == 'summarize: ' + code  # off by default
   data.split_identifiers = True
   assert seq2seq.encoder_text(data, code).startswith('summarize: def get terminal size(self):')
+
+
+def test_fine_tune_held_out_files_seen_in_pretraining_are_found():
+  """A fine-tune holding out more standard-library files than its pretraining run evaluates on files that run read;
+  t5_tiny holds out what t5_tiny_summarize_code evaluates on."""
+  from configs import t5_tiny, t5_tiny_summarize_code
+  pretrained, fine_tune = t5_tiny.get_config().data, t5_tiny_summarize_code.get_config().data
+  assert sources.eval_files_seen_in_pretraining(pretrained, fine_tune) == []
+  pretrained.eval_fraction = 0.05
+  seen = sources.eval_files_seen_in_pretraining(pretrained, fine_tune)
+  assert seen and all(sources.is_eval_document(f, 0.1) and not sources.is_eval_document(f, 0.05) for f in seen)
+  fine_tune.source = 'jsonl'
+  assert sources.eval_files_seen_in_pretraining(pretrained, fine_tune) == []

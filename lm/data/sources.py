@@ -291,6 +291,26 @@ def is_eval_document(doc_id: str, eval_fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'big') < eval_fraction * 2**64
 
 
+HELD_OUT_BY_FILE_TASKS = ('seq2seq', 'classify', 'qa', 'tag')  # their 'embedded' data holds standard-library files out
+
+
+def eval_files_seen_in_pretraining(pretrained: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict
+                                   ) -> list[str]:
+  """Standard-library files a fine-tune on the embedded corpus evaluates on that its init_from run pretrained on.
+
+  Both split the files by the same hash (is_eval_document), so a fine-tune holding out a larger eval_fraction than
+  its pretraining run evaluates on the files whose hash falls between the two: the pretrained model has read them,
+  docstrings included. [] when either run does not read the embedded files, or the fractions nest the right way.
+  """
+  if not (pretrained.source == 'embedded' and pretrained.task == 'pretrain' and not pretrained.get('mixture')
+          and data_cfg.source == 'embedded' and data_cfg.task in HELD_OUT_BY_FILE_TASKS):
+    return []
+  if data_cfg.eval_fraction <= pretrained.eval_fraction:
+    return []
+  return [rel for rel in stdlib_files()[1]
+          if is_eval_document(rel, data_cfg.eval_fraction) and not is_eval_document(rel, pretrained.eval_fraction)]
+
+
 def _select(raw: _Raw, split: str, data_cfg: ml_collections.ConfigDict) -> Sequence[int]:
   """Indices of this split's documents, capped at data.max_documents (0 = all)."""
   limit = data_cfg.max_documents if data_cfg.max_documents > 0 else raw.size
