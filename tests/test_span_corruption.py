@@ -119,6 +119,21 @@ def test_make_example(stream, tmp_path):
   assert not np.array_equal(ex['encoder_inputs'], other['encoder_inputs'])
 
 
+def test_original_targets_are_the_uncorrupted_chunk(stream):
+  """span_targets='original': the same corrupted inputs, and the decoder reproduces the whole raw chunk."""
+  examples = {mode: sc.SpanCorruptionExamples(stream, 64, vocab_size=VOCAB, num_sentinels=NUM_SENTINELS,
+                                              span_targets=mode) for mode in sc.SPAN_TARGETS}
+  raw_length = sc.random_spans_helper(64)[0]
+  assert examples['original'].targets_length == raw_length + 1 == sc.decoder_length(64, span_targets='original')
+  sentinels, original = (examples[m].make_example(examples[m][2], np.random.default_rng(3)) for m in sc.SPAN_TARGETS)
+  np.testing.assert_array_equal(original['encoder_inputs'], sentinels['encoder_inputs'])
+  np.testing.assert_array_equal(original['targets'], np.append(stream[2 * raw_length:3 * raw_length], EOS))
+  np.testing.assert_array_equal(original['inputs'], np.concatenate([[0], original['targets'][:-1]]))
+  assert original['weights'].all() and original['segment_ids'].all()
+  with pytest.raises(DataError, match='^data.span_targets:'):
+    sc.SpanCorruptionExamples(stream, 64, vocab_size=VOCAB, num_sentinels=NUM_SENTINELS, span_targets='spans')
+
+
 def test_make_example_pads_with_density_half(stream):
   examples = sc.SpanCorruptionExamples(stream, 20, vocab_size=VOCAB, num_sentinels=NUM_SENTINELS,
                                        noise_density=0.5, mean_noise_span_length=1.0)

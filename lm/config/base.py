@@ -123,6 +123,8 @@ def _data() -> ml_collections.ConfigDict:
   # or seq_len for seq2seq); longer seq2seq targets are truncated (eos kept) and counted
   d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted
   d.mean_noise_span_length = 3.0  # span corruption: mean length of a corrupted span
+  d.span_targets = 'sentinels'  # span corruption's decoder targets: 'sentinels' (T5: each sentinel and its span) or
+  # 'original' (the whole uncorrupted chunk, the T5 paper's "reconstruct the original text": the decoder learns to copy)
   d.num_sentinels = 0  # sentinel ids <extra_id_k> = vocab_size-1-k at the top of the tokenizer (t5 preset: 100)
   d.doc_stride = 128  # qa: tokens shared by consecutive windows of a long context (Hugging Face's stride)
   d.max_query_len = 64  # qa: question tokens kept (longer questions are cut and counted)

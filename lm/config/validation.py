@@ -21,6 +21,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.task_head': ('class', 'span', 'token'),
     'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds', 'gettext'),
     'data.packing': ('packed', 'concat'),
+    'data.span_targets': ('sentinels', 'original'),
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw', 'adafactor'),
     'optimizer.schedule': ('cosine', 'linear', 'constant'),

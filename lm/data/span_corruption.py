@@ -10,6 +10,9 @@ sentinel id vocab_size - 1 - k and makes the targets each sentinel followed by t
   inputs   The  <s0>        fox jumps <s1>     lazy dog? ... </s>
   targets  <s0> quick brown <s1> over the </s>
 
+With span_targets='original' (the T5 paper's "reconstruct the original text", BART-like) the inputs are the same and
+the targets are the whole uncorrupted chunk, then eos: the decoder copies what it reads and fills in the spans.
+
 An example is a pure function of (anchor, rng), so grain's `random_map` gives every epoch fresh masks that resume
 reproduces exactly:
 
@@ -64,6 +67,17 @@ def random_spans_helper(inputs_length: int, noise_density: float = 0.15, mean_no
     targets_length = max(targets_length - 1,
                          _corrupted_lengths(tokens_length, noise_density, mean_noise_span_length)[1])
   return tokens_length, targets_length
+
+
+SPAN_TARGETS = ('sentinels', 'original')  # data.span_targets
+
+
+def decoder_length(inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
+                   span_targets: str = 'sentinels') -> int:
+  """Decoder tokens of an example with `inputs_length` corrupted inputs: random_spans_helper's targets length, or
+  with span_targets 'original' the raw chunk and its eos."""
+  raw_tokens_length, targets_length = random_spans_helper(inputs_length, noise_density, mean_noise_span_length)
+  return raw_tokens_length + 1 if span_targets == 'original' else targets_length
 
 
 def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
@@ -166,7 +180,8 @@ class SpanCorruptionExamples(anchors.StreamAnchors):
   - `encoder_inputs` int32 [I]: the tokens with each noise span replaced by its sentinel, then eos.
   - `encoder_segment_ids` int32 [I]: 1 on tokens, 0 on padding (all 1: the inputs come out exactly full, except
     with noise_density 0.5 where T5's length adjustment may leave one pad).
-  - `targets` int32 [T]: each sentinel followed by its span's tokens, then eos, then padding 0 (none in practice).
+  - `targets` int32 [T]: each sentinel followed by its span's tokens, then eos, then padding 0 (none in practice);
+    with span_targets 'original' the R raw tokens, then eos (T = R + 1).
   - `inputs` int32 [T]: the decoder inputs, [0] + targets[:-1] (T5's start id 0 = pad).
   - `weights` float32 [T]: 1 on the real targets (eos included), 0 on padding.
   - `segment_ids` int32 [T]: 1 on the real decoder positions, 0 on padding.
@@ -175,14 +190,17 @@ class SpanCorruptionExamples(anchors.StreamAnchors):
   """
 
   def __init__(self, tokens: np.ndarray, inputs_length: int, *, vocab_size: int, num_sentinels: int,
-               noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
+               noise_density: float = 0.15, mean_noise_span_length: float = 3.0, span_targets: str = 'sentinels',
                eos_id: int = tokenizer_lib.EOS_ID):
     """`tokens`: 1-D ids supporting slicing (an array, a memmap, a store's `ShardedTokens`)."""
     _check_settings(inputs_length, vocab_size, num_sentinels, noise_density, mean_noise_span_length)
+    if span_targets not in SPAN_TARGETS:
+      raise DataError(f'data.span_targets: {span_targets!r} is not one of {SPAN_TARGETS}')
     self.tokens = tokens
     self.inputs_length = inputs_length
-    self.raw_tokens_length, self.targets_length = random_spans_helper(inputs_length, noise_density,
-                                                                      mean_noise_span_length)
+    self.raw_tokens_length = random_spans_helper(inputs_length, noise_density, mean_noise_span_length)[0]
+    self.targets_length = decoder_length(inputs_length, noise_density, mean_noise_span_length, span_targets)
+    self.span_targets = span_targets
     self.vocab_size = vocab_size
     self.num_sentinels = num_sentinels
     self.noise_density = noise_density
@@ -198,7 +216,7 @@ class SpanCorruptionExamples(anchors.StreamAnchors):
     data = config.data
     return cls(tokens, config.seq_len, vocab_size=tokenizer.vocab_size, num_sentinels=data.num_sentinels,
                noise_density=data.noise_density, mean_noise_span_length=data.mean_noise_span_length,
-               eos_id=tokenizer.eos_id)
+               span_targets=data.get('span_targets', 'sentinels'), eos_id=tokenizer.eos_id)
 
   @property
   def stride(self) -> int:
@@ -209,6 +227,8 @@ class SpanCorruptionExamples(anchors.StreamAnchors):
     raw = np.asarray(self.tokens[anchor:anchor + self.raw_tokens_length], np.int32)
     mask = noise_mask(len(raw), self.noise_density, self.mean_noise_span_length, rng)
     inputs, targets = corrupt(raw, mask, self.vocab_size, self.num_sentinels, self.eos_id)
+    if self.span_targets == 'original':
+      targets = np.append(raw, np.int32(self.eos_id))
     if len(inputs) > self.inputs_length or len(targets) > self.targets_length:
       raise RuntimeError(f'span corruption of {len(raw)} tokens gave {len(inputs)} inputs and {len(targets)} '
                          f'targets, over the lengths {self.inputs_length} and {self.targets_length} (a bug)')

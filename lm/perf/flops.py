@@ -44,11 +44,11 @@ def flops_per_token(config, num_params: int) -> float:
 
 def decoder_len(config) -> int:
   """Decoder tokens per example of an encoder-decoder config: span corruption's target length for pretraining
-  (data/span_corruption.random_spans_helper), else data.target_len (0 = seq_len)."""
+  (data/span_corruption.decoder_length), else data.target_len (0 = seq_len)."""
   if config.data.task == 'pretrain':
     from lm.data import span_corruption
-    return span_corruption.random_spans_helper(config.seq_len, config.data.noise_density,
-                                               config.data.mean_noise_span_length)[1]
+    return span_corruption.decoder_length(config.seq_len, config.data.noise_density,
+                                          config.data.mean_noise_span_length, config.data.span_targets)
   return config.data.target_len or config.seq_len
 
 
