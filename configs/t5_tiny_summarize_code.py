@@ -1,7 +1,7 @@
 """Code summarization, offline: fine-tune t5_tiny to write the first sentence of a standard-library function's
 docstring from its code (docstring removed; lm/data/seq2seq.py, source 'embedded').
 
-  python -m lm.main --config=configs/t5_tiny.py                                   # pretrain (span corruption)
+  python -m lm.main --config=configs/t5_tiny.py:reconstruct --workdir=workdirs/t5_tiny   # pretrain (~16 min)
   python -m lm.main --config=configs/t5_tiny_summarize_code.py --config.init_from=workdirs/t5_tiny
   python -m lm.generate --workdir=workdirs/t5_tiny_summarize_code --best --prompt="$(python -c 'import inspect, \
       textwrap; print(inspect.getsource(textwrap.dedent))')" --num_beams=4
@@ -10,7 +10,9 @@ Held out: the functions of 10% of the files (by path). Each evaluation decodes a
 eval/rouge1, rouge2, rougeLsum and bleu against the real first sentences, keeping the best checkpoint by
 eval/rougeLsum in <workdir>/best; the baseline to beat is copying the function's name (seq2seq.first_name_baseline:
 ROUGE-Lsum 18.5 on Python 3.11's 275). ~30 min on a 2-core VM; WORKSPACE.md ("Encoder-decoder") has what it reaches
-(below the baseline so far: ROUGE-Lsum 15-16). Without init_from it trains from scratch.
+(below the baseline so far: ROUGE-Lsum 16.9 at best, with --config.data.code_packages=absl,clu,etils,flax,grain,jax,
+ml_collections,numpy,optax,orbax,tensorflow,tensorflow_datasets: the requirements' own functions as 15,901 train
+pairs instead of 3,443). Without init_from it trains from scratch.
 """
 from configs import t5_tiny
 from lm.config import base
