@@ -6,7 +6,9 @@ module, so the sharded tests (tests/test_sharded.py) find 8 devices. Single-devi
 `jax.devices()[:1]`; end-to-end tests run `python -m lm.main` in a subprocess without these flags (tests/runs.py).
 The repository root is on sys.path through pyproject.toml's pytest `pythonpath`.
 """
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,11 +22,13 @@ def _free_port() -> int:
 
 
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-os.environ.setdefault('LM_CACHE_DIR', tempfile.mkdtemp(prefix='lm-test-cache-'))
+if 'LM_CACHE_DIR' not in os.environ:  # xdist workers inherit the session's
+  os.environ['LM_CACHE_DIR'] = tempfile.mkdtemp(prefix='lm-test-cache-')
 # One persistent XLA compilation cache for the session (these processes, the xdist workers and every command they
 # run; compiles over JAX's 1 s threshold): the second run of a config loads its executables instead of compiling
 # them (a t5_tiny:test run: 33 s -> 19 s). The executables are the same, so are the numbers.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='lm-test-xla-cache-'))
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lm-test-xla-cache-')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # Every gs:// path of the session (this process and the commands it runs) goes to the emulator of the `gcs` fixture,
 # set before lm.store.paths is imported (it configures the clients from it). Never Google's servers.
@@ -68,11 +72,21 @@ def tiny_data(tiny_config):
 
 
 def _train(tmp_path_factory, name: str, *args: str) -> tuple[str, str]:
-  """Runs `lm.main` with `args` in a fresh workdir; returns (workdir, stdout)."""
-  workdir = str(tmp_path_factory.mktemp(name) / 'wd')
-  result = run_lm(*args, f'--workdir={workdir}', timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+  """Runs `lm.main` with `args` once per test session, whichever xdist worker asks first (the others wait for it
+  and read the same workdir: the tests only read it); returns (workdir, stdout)."""
+  basetemp = tmp_path_factory.getbasetemp()
+  shared = basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp  # workers' basetemps: one parent
+  folder = shared / f'session-run-{name}'
+  folder.mkdir(exist_ok=True)
+  workdir, done = folder / 'wd', folder / 'stdout.txt'
+  with open(folder / 'lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)  # a failed attempt of another worker
+      result = run_lm(*args, f'--workdir={workdir}', timeout=900)
+      assert result.returncode == 0, result.stderr[-3000:]
+      done.write_text(result.stdout)
+  return str(workdir), done.read_text()
 
 
 @pytest.fixture(scope='session')
