@@ -96,7 +96,8 @@ def _model() -> ml_collections.ConfigDict:
   m.lora_targets = r'(attn|cross)/(query|key|value|out)/kernel$'  # LoRA: regex searched in every kernel's path
   # ('block_0/attn/query/kernel', 'blocks/mlp/fc_in/kernel' when scanned); the default: the attention projections
   m.lora_dropout = 0.0  # LoRA: dropout on each adapter's input (training only)
-  m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs)
+  m.remat = 'none'  # rematerialise each block: 'none', 'full' or 'dots' (save matmul outputs); on XLA CPU it saves
+  # memory only with scan_layers=True (WORKSPACE.md, Known gaps)
   m.scan_layers = False  # nn.scan over the blocks: one compiled block, faster compile for deep models
   return m
 
