@@ -263,13 +263,14 @@ def test_sft_loss_mask_covers_exactly_the_response(tiny_data):
 
 @pytest.mark.slow
 def test_sft_run_loss_falls_and_samples_use_the_template(gpt_tiny_run, lm_cli, tmp_path):
-  """The real gpt_tiny_sft (LR preset 'tiny', 1e-3) for 30 steps of 128 positions (99% of the demo's records fit)
-  from the real gpt_tiny pretrained for 20 (the test shape's 64 positions cannot hold a prompt and its response)."""
+  """The real gpt_tiny_sft (LR preset 'tiny', 1e-3) for 30 steps of 8 rows x 128 positions (99% of the demo's
+  records fit) from the real gpt_tiny pretrained for 10 (the test shape's 64 positions cannot hold a prompt and its
+  response). Its loss per 10 steps: 7.27, 5.91, 5.38."""
   workdir = str(tmp_path / 'wd')
   result = lm_cli('--config=configs/gpt_tiny_sft.py:tiny', f'--workdir={workdir}',
                   f'--config.init_from={gpt_tiny_run[0]}', '--config.seq_len=128', '--config.forgetting_eval_steps=2',
                   '--config.num_train_steps=30', '--config.eval_every_steps=30', '--config.forgetting_every_steps=30',
-                  '--config.num_samples=1', '--config.sample_max_new_tokens=8', timeout=900)
+                  '--config.num_samples=1', '--config.sample_max_new_tokens=8', '--config.batch_size=8', timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   records = read_metrics(workdir)
   losses = [r['train/loss'] for r in records if 'train/loss' in r]
