@@ -52,10 +52,7 @@ def _two_processes(tmp_path_factory, name: str, *extra: str) -> str:
 
 @pytest.fixture(scope='module')
 def two_processes(tmp_path_factory):
-  """Two processes as two slices over DCN (data parallel across them, data=2 x fsdp=2 inside each): the tests on it
-  check its losses against one process's, a resume as one process and a restore on other meshes. The default mesh
-  (data=8 across both processes) trains in test_sigterm_to_one_process_stops_both_at_the_same_step."""
-  return _two_processes(tmp_path_factory, 'two', '--config.mesh.dcn_data=2', '--config.mesh.fsdp=2')
+  return _two_processes(tmp_path_factory, 'two')
 
 
 def test_processes_read_disjoint_shares_of_the_global_batch(tiny_config, tiny_data):
@@ -100,6 +97,13 @@ def test_a_two_process_run_resumes_as_one_process(one_process, two_processes, tm
   one, resumed = _losses(one_process), _losses(workdir)
   assert sorted(resumed) == list(range(1, 13))
   np.testing.assert_allclose([resumed[s] for s in range(7, 13)], [one[s] for s in range(7, 13)], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_slices_over_dcn_give_the_same_losses(one_process, tmp_path_factory):
+  workdir = _two_processes(tmp_path_factory, 'dcn', '--config.mesh.dcn_data=2', '--config.mesh.fsdp=2')
+  one, two = _losses(one_process), _losses(workdir)
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-4)
 
 
 @pytest.mark.slow
