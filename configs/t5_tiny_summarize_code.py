@@ -19,7 +19,7 @@ from lm.config import base
 
 
 def get_config(arg: str | None = None):
-  """t5_tiny_summarize_code[:preset]."""
+  """t5_tiny_summarize_code[:preset][,names]."""
   variants = set(filter(None, (arg or '').split(',')))
   c = t5_tiny.get_config()
   c.data.task, c.data.source = 'seq2seq', 'embedded'
@@ -39,4 +39,8 @@ def get_config(arg: str | None = None):
   base.finetune(c, presets.pop() if presets else 'tiny')
   if not variants & set(base.FINETUNE_PRESETS):
     c.optimizer.learning_rate = 3e-3  # Adafactor (relative steps) on a few-million-parameter model
+  if 'names' in variants:  # the copying warm-up: write each function's name (as words) from its code
+    c.data.code_target, c.data.task_prefix = 'name', 'name: '
+    c.seq_len, c.data.target_len = 64, 8  # the name sits at the top of the source
+    c.optimizer.learning_rate = 1e-2
   return c

@@ -153,6 +153,14 @@ def test_embedded_code_summaries_hide_the_docstring_and_split_by_file():
       assert len(source) <= seq2seq.MAX_SOURCE_CHARS and len(target.split()) >= 3 and target not in source
       assert '\n' not in target and '  ' not in target and '. ' not in target.replace('e.g. ', '').replace('i.e. ', '')
       assert function.name == records.record_id(i).rsplit(':', 1)[1]
+  data.code_target = 'name'  # the copying warm-up: the same functions, each one's name as words for its target
+  names = both(data)
+  for records, named in zip((train, eval_), names):
+    assert len(named) == len(records) and named.fingerprint != records.fingerprint
+    for i in range(0, len(records), 7):
+      source, words = named[i]
+      assert source == records[i][0] and named.record_id(i) == records.record_id(i)
+      assert words == seq2seq.first_name_baseline(source) and all(word in source for word in words.split())
 
 
 @pytest.mark.slow
@@ -302,3 +310,17 @@ def test_fine_tune_held_out_files_seen_in_pretraining_are_found():
   assert seen and all(sources.is_eval_document(f, 0.1) and not sources.is_eval_document(f, 0.05) for f in seen)
   fine_tune.source = 'jsonl'
   assert sources.eval_files_seen_in_pretraining(pretrained, fine_tune) == []
+
+
+def test_names_warm_up_config_validates_and_a_bad_code_target_is_one_line():
+  """t5_tiny_summarize_code:names (the copying warm-up) is a valid run; data.code_target outside its choices is
+  refused naming the key."""
+  from configs import t5_tiny_summarize_code
+  from lm.config import validation
+  from lm.errors import ConfigError
+  config = t5_tiny_summarize_code.get_config('names')
+  assert (config.data.code_target, config.data.task_prefix, config.seq_len) == ('name', 'name: ', 64)
+  validation.validate(config, num_devices=1, process_count=1)
+  config.data.code_target = 'names'
+  with pytest.raises(ConfigError, match='data.code_target'):
+    validation.validate(config, num_devices=1, process_count=1)

@@ -120,6 +120,9 @@ def _data() -> ml_collections.ConfigDict:
   d.split_identifiers = False  # seq2seq: write a source's compound identifiers as words ('get_size' -> 'get size')
   d.code_packages = ''  # seq2seq 'embedded' (code summarization): installed packages, comma-separated import names
   # (e.g. 'numpy,jax'), whose functions join the TRAINING split; eval stays the standard library's held-out files
+  d.code_target = 'docstring'  # seq2seq 'embedded': what each function's example asks for: 'docstring' (the first
+  # sentence of its docstring: code summarization) or 'name' (its name as words, which the source holds: a copying
+  # warm-up for the decoder, configs/t5_tiny_summarize_code.py:names)
   d.target_len = 0  # encoder-decoder: decoder tokens per example (0 = span corruption's length for seq_len inputs,
   # or seq_len for seq2seq); longer seq2seq targets are truncated (eos kept) and counted
   d.noise_density = 0.15  # span corruption (t5 pretraining): fraction of the tokens corrupted

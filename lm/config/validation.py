@@ -22,6 +22,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'data.source': ('embedded', 'text', 'jsonl', 'csv', 'parquet', 'tfds', 'gettext'),
     'data.packing': ('packed', 'concat'),
     'data.span_targets': ('sentinels', 'original'),
+    'data.code_target': ('docstring', 'name'),
     'data.tokenizer_type': ('bpe', 'unigram'),
     'optimizer.name': ('adamw', 'adafactor'),
     'optimizer.schedule': ('cosine', 'linear', 'constant'),

@@ -244,9 +244,13 @@ def package_files(package: str) -> tuple[str, list[str]]:
 
 
 def _embedded(data_cfg: ml_collections.ConfigDict, split: str) -> Records:
-  """The code summarization demo (see `code_summaries`)."""
+  """The code summarization demo (see `code_summaries`); with data.code_target='name' the same functions with
+  their names as words for targets (`first_name_baseline`: the copying warm-up)."""
   packages = tuple(sorted(filter(None, (p.strip() for p in data_cfg.get('code_packages', '').split(',')))))
   items = code_summaries(float(data_cfg.eval_fraction), packages)[split]
+  if data_cfg.get('code_target', 'docstring') == 'name':  # the fingerprint follows: the targets are in it
+    items = [(i, source, first_name_baseline(source)) for i, source, _ in items]
+    items = [item for item in items if item[2]]
   pairs = [(source, target) for _, source, target in items]
   fingerprint = sources.sha256('code_summaries', split, data_cfg.eval_fraction, *packages,
                                *[p for pair in pairs for p in pair])
