@@ -313,8 +313,8 @@ def test_fine_tune_held_out_files_seen_in_pretraining_are_found():
 
 
 def test_names_warm_up_config_validates_and_a_bad_code_target_is_one_line():
-  """t5_tiny_summarize_code:names (the copying warm-up) is a valid run; data.code_target outside its choices is
-  refused naming the key."""
+  """t5_tiny_summarize_code:names (the copying warm-up) is a valid run; data.code_target outside its choices, or
+  'name' on another source than the embedded demo (where it would do nothing), is refused naming the key."""
   from configs import t5_tiny_summarize_code
   from lm.config import validation
   from lm.errors import ConfigError
@@ -324,3 +324,6 @@ def test_names_warm_up_config_validates_and_a_bad_code_target_is_one_line():
   config.data.code_target = 'names'
   with pytest.raises(ConfigError, match='data.code_target'):
     validation.validate(config, num_devices=1, process_count=1)
+  config.data.code_target, config.data.source, config.data.path = 'name', 'jsonl', 'pairs.jsonl'
+  with pytest.raises(ConfigError, match="data.code_target='name' picks the targets of the embedded code demo"):
+    validation.validate(config, num_devices=1, process_count=1)  # would be ignored: refused instead

@@ -184,6 +184,9 @@ def _check_task(config):
   if config.model.num_labels == 1 or (config.model.num_labels and task not in ('classify', 'tag')):
     raise ConfigError(f'model.num_labels={config.model.num_labels}: give >= 2 classes (tags) for data.task '
                       "'classify' or 'tag' (0 = from the data), and 0 for other tasks")
+  if d.code_target != 'docstring' and (task, d.source) != ('seq2seq', 'embedded'):
+    raise ConfigError(f'data.code_target={d.code_target!r} picks the targets of the embedded code demo; it needs '
+                      "data.task='seq2seq' and data.source='embedded' (or leave it 'docstring')")
   if config.optimizer.freeze_all_but_head and task not in ('classify', 'qa', 'tag'):
     raise ConfigError("optimizer.freeze_all_but_head: only data.task classify, qa and tag have a new head to train")
   if task == 'qa':
