@@ -29,6 +29,7 @@ class Decoder(nn.Module):
       table = lambda: nn.meta.unbox(embeddings.variables['params']['token']['embedding'])
     else:
       lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='lm_head',
+                         dot_general=layers.dense_dot_general(cfg),
                          kernel_init=layers.logical_init(layers.dense_init(), ('embed', 'vocab')))
       logits = lm_head(x)
       table = lambda: nn.meta.unbox(lm_head.variables['params']['kernel']).T

@@ -36,6 +36,7 @@ class ModelConfig:
   param_dtype: str = 'float32'
   attention_impl: str = 'einsum'
   attention_block: int = 0  # causal einsum attention: query block size (0 = causal_block(T))
+  projection_impl: str = 'matmul'  # Dense / HeadsDense: 'matmul' (2-D over flattened tokens) or 'einsum'
   remat: str = 'none'
   scan_layers: bool = False
   norm: str = 'pre'
@@ -88,6 +89,29 @@ def logical_init(initializer, axes):
 
 def dense_init(std: float = 0.02):
   return nn.initializers.normal(stddev=std)
+
+
+def token_matmul(x: jax.Array, kernel: jax.Array, in_dims: int = 1, precision=None) -> jax.Array:
+  """x [..., *K] times kernel [*K, *N] (x's last `in_dims` axes contracted with the kernel's first) as ONE 2-D matmul
+  [tokens, prod K] x [prod K, prod N], reshaped to [..., *N]: the products and sums of the einsum, but XLA:CPU lays
+  out a 2-D dot and its two gradient dots without the transposed copies it makes around contractions of [B, T, ...]
+  activations (model.projection_impl='matmul'; WORKSPACE.md, Benchmarks: +5-7% of a GPT-2 train step on CPU)."""
+  lead, contracted = x.shape[:-in_dims], x.shape[-in_dims:]
+  size = math.prod(contracted)
+  out = jnp.matmul(x.reshape(-1, size), kernel.reshape(size, -1), precision=precision)
+  return out.reshape(*lead, *kernel.shape[in_dims:])
+
+
+def _token_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """lax.dot_general for nn.Dense ([..., K] x [K, N]) by `token_matmul` (nn.Dense's `dot_general` field)."""
+  assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and preferred_element_type is None
+  return token_matmul(lhs, rhs, precision=precision)
+
+
+def dense_dot_general(cfg: ModelConfig):
+  """The `dot_general` of the model's nn.Dense projections: `token_matmul` (projection_impl='matmul') or XLA's
+  (None: nn.Dense's own lax.dot_general over [B, T, K])."""
+  return _token_dot_general if cfg.projection_impl == 'matmul' else None
 
 
 def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
@@ -274,12 +298,14 @@ class HeadsDense(nn.Module):
           cfg.d_model,), ('embed',)
       equation = 'bthk,hkd->btd'
     kernel = self.param('kernel', logical_init(dense_init(self.init_std), axes), shape, cfg.param_dtype)
+    project = (functools.partial(token_matmul, in_dims=1 if self.to_heads else 2) if cfg.projection_impl == 'matmul'
+               else functools.partial(jnp.einsum, equation))
     if not cfg.use_bias:
       x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
-      return jnp.einsum(equation, x, kernel)
+      return project(x, kernel)
     bias = self.param('bias', logical_init(nn.initializers.zeros, bias_axes), bias_shape, cfg.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.dtype)
-    return jnp.einsum(equation, x, kernel) + bias
+    return project(x, kernel) + bias
 
 
 class Attention(nn.Module):
@@ -412,6 +438,7 @@ class Mlp(nn.Module):
   def _dense(self, features: int, axes: tuple, name: str, std: float = 0.02) -> Dense:
     cfg = self.cfg
     return Dense(features, use_bias=cfg.use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                 dot_general=dense_dot_general(cfg),
                  kernel_init=logical_init(dense_init(std), axes),
                  bias_init=logical_init(nn.initializers.zeros, axes[-1:]), cfg=cfg, kernel_axes=axes)
 

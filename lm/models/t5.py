@@ -190,6 +190,7 @@ class T5(nn.Module):
     self.decoder = Stack(cfg, DecoderBlock, cfg.num_decoder_layers)
     if not cfg.tie_embeddings:
       self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                              dot_general=layers.dense_dot_general(cfg),
                               kernel_init=layers.logical_init(layers.dense_init(cfg.d_model ** -0.5),
                                                               ('embed', 'vocab')))
 
