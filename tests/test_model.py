@@ -167,7 +167,8 @@ def test_a_registered_family_trains_through_the_generic_path(tiny_config, tiny_d
     validation.validate(config)
 
 
-@pytest.mark.parametrize('family', ['gpt_tiny', 'llama_tiny', 't5_tiny'])
+@pytest.mark.parametrize('family', ['gpt_tiny', pytest.param('llama_tiny', marks=pytest.mark.slow),
+                                    pytest.param('t5_tiny', marks=pytest.mark.slow)])  # ~15-30 s each
 def test_matmul_and_einsum_projections_compute_the_same_function(family):
   """model.projection_impl: every Dense / per-head projection as one 2-D matmul over the flattened tokens (the
   default) or as an einsum over [B, T, ...]: the same parameters, and the same logits and gradients (GPT-2 layout:
