@@ -11,7 +11,8 @@ from lm.store import paths
 FREE_FORM = ('objectives', 'data.mixture')  # sub-dicts whose keys are names, checked on their own, not by the base
 # Keys a run cannot change on resume: they fix parameter / optimizer-state shapes, the tokenizer or the data order.
 RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data.source', 'data.path',
-                'data.text_key', 'data.tfds_name', 'data.train_split',
+                'data.text_key', 'data.source_key', 'data.target_key', 'data.code_packages', 'data.code_target',
+                'data.tfds_name', 'data.train_split',
                 'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
                 'data.tokenizer_type', 'data.tokenizer_sentences', 'data.tokenizer_sample_bytes', 'seq_len',
                 'batch_size', 'seed', 'optimizer.name')
