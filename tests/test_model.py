@@ -167,12 +167,18 @@ def test_a_registered_family_trains_through_the_generic_path(tiny_config, tiny_d
     validation.validate(config)
 
 
+def _dot_signatures(mlir: str) -> list[str]:
+  """The operand and result types of every dot_general in a StableHLO module, in order."""
+  return [line.split(' : ', 1)[-1].split(' loc(')[0] for line in mlir.splitlines() if 'stablehlo.dot_general' in line]
+
+
 @pytest.mark.parametrize('family', ['gpt_tiny', pytest.param('llama_tiny', marks=pytest.mark.slow),
                                     pytest.param('t5_tiny', marks=pytest.mark.slow)])  # ~15-30 s each
 def test_matmul_and_einsum_projections_compute_the_same_function(family):
-  """model.projection_impl: every Dense / per-head projection as one 2-D matmul over the flattened tokens (the
-  default) or as an einsum over [B, T, ...]: the same parameters, and the same logits and gradients (GPT-2 layout:
-  tied, biases; Llama: untied head, grouped keys/values, no biases; T5: cross-attention, untied head)."""
+  """model.projection_impl: every Dense / per-head projection as one 2-D matmul over the flattened tokens or as an
+  einsum over [B, T, ...]: the same parameters, and the same logits and gradients (GPT-2 layout: tied, biases;
+  Llama: untied head, grouped keys/values, no biases; T5: cross-attention, untied head). 'auto' (the default) is
+  the matmul program when lowered for a CPU (bitwise) and the einsum program when lowered for a TPU."""
   import importlib
   config = importlib.import_module(f'configs.{family}').get_config('test')
   config.model.update(num_layers=2, d_model=32, d_ff=64, num_heads=4, vocab_size=97)
@@ -180,17 +186,19 @@ def test_matmul_and_einsum_projections_compute_the_same_function(family):
   for key in ('inputs', 'encoder_inputs'):
     if key in batch:
       batch[key] = tokens(seed=len(key), shape=batch[key].shape)
-  results, programs = [], []
-  for impl in ('einsum', 'matmul'):
+  results, tpu_dots = {}, {}
+  for impl in ('einsum', 'matmul', 'auto'):
     config.model.projection_impl = impl
     model = registry.build(config.model)
     params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))['params']
     logits = lambda p: model.apply({'params': p}, batch)['logits']  # noqa: E731
-    loss = lambda p: jnp.mean(logits(p) ** 2)  # noqa: E731
-    results.append((params, jax.jit(logits)(params), jax.jit(jax.grad(loss))(params)))
-    programs.append(str(jax.make_jaxpr(logits)(params)))
-  (params_e, logits_e, grads_e), (params_m, logits_m, grads_m) = results
-  assert programs[0] != programs[1]  # the key changes the program
+    grad = jax.jit(jax.grad(lambda p: jnp.mean(logits(p) ** 2)))
+    results[impl] = (params, jax.jit(logits)(params), grad(params))
+    tpu_dots[impl] = _dot_signatures(jax.export.export(grad, platforms=['tpu'])(params).mlir_module())
+  (params_e, logits_e, grads_e), (params_m, logits_m, grads_m) = results['einsum'], results['matmul']
+  assert tpu_dots['einsum'] != tpu_dots['matmul']  # the key changes the program
   assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)), params_e, params_m))
   np.testing.assert_allclose(logits_m, logits_e, rtol=1e-5, atol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), grads_m, grads_e)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), results['auto'], results['matmul']))
+  assert tpu_dots['auto'] == tpu_dots['einsum']

@@ -90,9 +90,10 @@ def _model() -> ml_collections.ConfigDict:
   m.attention_impl = 'einsum'  # 'einsum' (layers.einsum_attention); dot_product_attention's 'xla', 'cudnn', 'auto';
   # 'pallas_tpu' (the Pallas TPU flash-attention kernel, causal decoders on TPU; lm.aot compiles it anywhere)
   m.attention_block = 0  # 'einsum', causal: query block size (0 = max(64, seq_len / 8); >= seq_len: unblocked)
-  m.projection_impl = 'matmul'  # Dense and per-head projections: 'matmul' (one 2-D matmul over the flattened tokens;
-  # on XLA:CPU ~6% faster train steps, no transposed copies) or 'einsum' (contractions over [B, T, ...]; the same values
-  # up to float rounding, ~1e-6)
+  m.projection_impl = 'auto'  # Dense and per-head projections: 'matmul' (one 2-D matmul over the flattened tokens;
+  # on XLA:CPU ~6% faster train steps, no transposed copies), 'einsum' (contractions over [B, T, ...]; the same values
+  # up to float rounding, ~1e-6; less TPU memory with loss_chunk_size) or 'auto' (matmul when lowered for a CPU,
+  # einsum for TPU/GPU)
   m.lora_rank = 0  # LoRA (models/lora.py): adapters of this rank on the kernels lora_targets selects; only they
   # (and a task head) train, and checkpoints hold only them (0 = off: full fine-tuning)
   m.lora_alpha = 16.0  # LoRA: adapter output scale lora_alpha / lora_rank (PEFT's lora_alpha)

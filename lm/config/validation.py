@@ -16,7 +16,7 @@ CHOICES = {  # model.type: a name in models/registry.py (checked against the reg
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('einsum', 'xla', 'cudnn', 'auto', 'pallas_tpu'),
-    'model.projection_impl': ('matmul', 'einsum'),
+    'model.projection_impl': ('auto', 'matmul', 'einsum'),
     'model.remat': ('none', 'full', 'dots'),
     'data.task': ('pretrain', 'classify', 'sft', 'seq2seq', 'qa', 'tag'),
     'model.task_head': ('class', 'span', 'token'),

@@ -36,7 +36,7 @@ class ModelConfig:
   param_dtype: str = 'float32'
   attention_impl: str = 'einsum'
   attention_block: int = 0  # causal einsum attention: query block size (0 = causal_block(T))
-  projection_impl: str = 'matmul'  # Dense / HeadsDense: 'matmul' (2-D over flattened tokens) or 'einsum'
+  projection_impl: str = 'auto'  # Dense / HeadsDense: 'matmul' (2-D over flattened tokens), 'einsum', 'auto' (both)
   remat: str = 'none'
   scan_layers: bool = False
   norm: str = 'pre'
@@ -108,10 +108,34 @@ def _token_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_el
   return token_matmul(lhs, rhs, precision=precision)
 
 
+def _per_platform(cpu, other, x, kernel):
+  """cpu(x, kernel) when the program is lowered for a CPU, other(x, kernel) elsewhere (lax.platform_dependent: the
+  choice is made at lowering, so lm.aot on a CPU host compiles the TPU program; the compiler sees one branch)."""
+  return jax.lax.platform_dependent(x, kernel, cpu=cpu, default=other)
+
+
+def _auto_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """nn.Dense's `dot_general` for projection_impl='auto': `_token_dot_general` on CPU, lax.dot_general elsewhere."""
+  cpu = functools.partial(_token_dot_general, dimension_numbers=dimension_numbers, precision=precision)
+  other = functools.partial(jax.lax.dot_general, dimension_numbers=dimension_numbers, precision=precision,
+                            preferred_element_type=preferred_element_type)
+  return _per_platform(cpu, other, lhs, rhs)
+
+
 def dense_dot_general(cfg: ModelConfig):
-  """The `dot_general` of the model's nn.Dense projections: `token_matmul` (projection_impl='matmul') or XLA's
-  (None: nn.Dense's own lax.dot_general over [B, T, K])."""
-  return _token_dot_general if cfg.projection_impl == 'matmul' else None
+  """The `dot_general` of the model's nn.Dense projections: `token_matmul` (projection_impl='matmul'), XLA's (None:
+  nn.Dense's own lax.dot_general over [B, T, K]; 'einsum'), or the first on CPU and the second elsewhere ('auto')."""
+  return {'matmul': _token_dot_general, 'einsum': None, 'auto': _auto_dot_general}[cfg.projection_impl]
+
+
+def head_projection(cfg: ModelConfig, equation: str, in_dims: int):
+  """x, kernel -> the per-head projection `equation` ('btd,dhk->bthk' or 'bthk,hkd->btd', `in_dims` contracted
+  axes of x) as `token_matmul` ('matmul'), jnp.einsum ('einsum'), or the first on CPU and the second elsewhere."""
+  matmul = functools.partial(token_matmul, in_dims=in_dims)
+  einsum = functools.partial(jnp.einsum, equation)
+  if cfg.projection_impl == 'auto':
+    return functools.partial(_per_platform, matmul, einsum)
+  return matmul if cfg.projection_impl == 'matmul' else einsum
 
 
 def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
@@ -298,8 +322,7 @@ class HeadsDense(nn.Module):
           cfg.d_model,), ('embed',)
       equation = 'bthk,hkd->btd'
     kernel = self.param('kernel', logical_init(dense_init(self.init_std), axes), shape, cfg.param_dtype)
-    project = (functools.partial(token_matmul, in_dims=1 if self.to_heads else 2) if cfg.projection_impl == 'matmul'
-               else functools.partial(jnp.einsum, equation))
+    project = head_projection(cfg, equation, in_dims=1 if self.to_heads else 2)
     if not cfg.use_bias:
       x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=cfg.dtype)
       return project(x, kernel)
