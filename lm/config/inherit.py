@@ -19,8 +19,7 @@ from lm.errors import ConfigError
 
 # Model keys a fine-tune chooses itself: they change neither a parameter of the pretrained network nor what it
 # computes at inference (lora_* are the adapters a fine-tune adds).
-FINETUNE_MODEL_KEYS = ('num_labels', 'task_head', 'dropout', 'dtype', 'param_dtype', 'attention_impl',
-                       'attention_block', 'projection_impl', 'remat')
+FINETUNE_MODEL_KEYS = ('num_labels', 'task_head', 'dropout', 'dtype', 'param_dtype') + resume.IMPLEMENTATION_KEYS
 # Data keys that describe the pretrained run's tokenizer.
 TOKENIZER_DATA_KEYS = ('num_sentinels',)
 

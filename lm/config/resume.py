@@ -16,6 +16,9 @@ RESUME_FIXED = ('model', 'data.task', 'data.text_b_key', 'data.label_key', 'data
                 'data.eval_split', 'data.eval_fraction', 'data.max_documents', 'data.packing', 'data.tokenizer',
                 'data.tokenizer_type', 'data.tokenizer_sentences', 'data.tokenizer_sample_bytes', 'seq_len',
                 'batch_size', 'seed', 'optimizer.name')
+# Model keys that choose how the step computes, not what: a resume may switch them (e.g. a workdir saved with
+# projection_impl='matmul' resumes under the 'auto' default; remat on to fit a bigger accelerator).
+IMPLEMENTATION_KEYS = ('attention_impl', 'attention_block', 'projection_impl', 'remat')
 
 
 def _merge(target: ml_collections.ConfigDict, saved: dict, prefix: str = '') -> None:
@@ -61,7 +64,8 @@ def check_resume_compatible(config, saved: dict) -> None:
   the saved run predates are not compared)."""
   old, new = _flatten(saved), _flatten(json.loads(json.dumps(config.to_dict())))  # as config.json stores it
   for key in sorted(new):
-    fixed = any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
+    fixed = (any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
+             and key not in {f'model.{k}' for k in IMPLEMENTATION_KEYS})
     if fixed and key in old and old[key] != new[key]:  # a key newer than the saved run: its default held
       raise ConfigError(f'{key}={new[key]!r} differs from {old.get(key)!r} in the run being resumed; set it back '
                         'or use a new --workdir')
