@@ -63,9 +63,9 @@ def check_resume_compatible(config, saved: dict) -> None:
   """Raises ConfigError naming the first key under RESUME_FIXED whose value differs from the saved config.json (keys
   the saved run predates are not compared)."""
   old, new = _flatten(saved), _flatten(json.loads(json.dumps(config.to_dict())))  # as config.json stores it
+  free = {f'model.{k}' for k in IMPLEMENTATION_KEYS}
   for key in sorted(new):
-    fixed = (any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
-             and key not in {f'model.{k}' for k in IMPLEMENTATION_KEYS})
+    fixed = key not in free and any(key == k or key.startswith(k + '.') for k in RESUME_FIXED)
     if fixed and key in old and old[key] != new[key]:  # a key newer than the saved run: its default held
       raise ConfigError(f'{key}={new[key]!r} differs from {old.get(key)!r} in the run being resumed; set it back '
                         'or use a new --workdir')
